@@ -1,0 +1,3 @@
+from brainsynth.cli import main
+
+main()

@@ -1,0 +1,85 @@
+"""The plugin manager: built-in plugins and the ``brainsynth`` entry-point group.
+
+Built-in components ship as entry points of the ``brainsynth`` distribution itself, so they are
+found and registered exactly like a third-party package. ``BRAINSYNTH_LOAD_PLUGINS`` (a comma
+separated list of entry-point names) restricts loading to the named plugins, so a test or a
+debugging session can run with exactly the plugins it names.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from functools import lru_cache
+
+import pluggy
+
+from . import hookspecs
+from .errors import RegistryError
+from .registry import Registry
+
+ENTRY_POINT_GROUP = "brainsynth"
+LOAD_PLUGINS_ENV = "BRAINSYNTH_LOAD_PLUGINS"
+
+
+def _wanted() -> set[str] | None:
+    raw = os.environ.get(LOAD_PLUGINS_ENV)
+    if raw is None:
+        return None
+    return {name.strip() for name in raw.split(",") if name.strip()}
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.dist.name != "brainsynth" if ep.dist else True, ep.name))
+
+
+@lru_cache(maxsize=None)
+def plugin_manager() -> pluggy.PluginManager:
+    """Load every plugin once per process; the provider of each is remembered for messages."""
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    wanted = _wanted()
+    for ep in _entry_points():
+        if wanted is not None and ep.name not in wanted:
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken third-party package must not look like our bug
+            dist = ep.dist.name if ep.dist else "?"
+            raise RegistryError(
+                f"plugin '{ep.name}' from distribution '{dist}' failed to import ({exc!r}). "
+                f"Reinstall or uninstall it, or set {LOAD_PLUGINS_ENV} to skip it."
+            ) from exc
+        name = ep.name if ep.dist is None else f"{ep.dist.name}:{ep.name}"
+        if pm.is_registered(plugin):
+            continue
+        pm.register(plugin, name=name)
+    return pm
+
+
+def provider_name(pm: pluggy.PluginManager, plugin: object) -> str:
+    """``distribution (entry point)`` for messages and ``brainsynth plugins``."""
+    name = pm.get_name(plugin) or repr(plugin)
+    dist, _, entry = name.partition(":")
+    return f"{dist} ({entry})" if entry else name
+
+
+@lru_cache(maxsize=None)
+def registry() -> Registry:
+    """The process-wide registry, filled by every loaded plugin's ``register_components``."""
+    pm = plugin_manager()
+    reg = Registry()
+    for impl in reversed(pm.hook.register_components.get_hookimpls()):
+        impl.function(registry=reg.for_provider(provider_name(pm, impl.plugin)))
+    return reg
+
+
+def register_commands(cli) -> None:
+    """Let every plugin add its click commands to the ``brainsynth`` group."""
+    plugin_manager().hook.register_commands(cli=cli)
+
+
+def reset() -> None:
+    """Forget loaded plugins (tests that install or filter plugins call this)."""
+    plugin_manager.cache_clear()
+    registry.cache_clear()

@@ -1,0 +1,242 @@
+"""Typed parameter schemas, read from a factory's signature or a dataclass, and their validation.
+
+A recipe block such as ``{name: ema, decay: 0.99}`` is checked against the schema of the
+component it names before any work starts. Errors name the recipe file, the key path and the
+line (through a `Locator`) and say what to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal, Union
+
+from .errors import RecipeError
+
+Locator = Callable[[tuple], str]
+"""Maps a key path such as ``("network", "depth")`` to ``"recipe.yaml:12"``."""
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
+
+
+def no_location(path: tuple) -> str:
+    return "<recipe>"
+
+
+def dotted(path: Sequence) -> str:
+    return ".".join(str(p) for p in path) if path else "<top level>"
+
+
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """One named, typed parameter with an optional default."""
+
+    name: str
+    annotation: Any = Any
+    default: Any = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.annotation)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schema:
+    """The parameters a component or recipe section accepts."""
+
+    parameters: Mapping[str, Parameter]
+
+    @classmethod
+    def from_callable(cls, factory: Callable, exclude: Sequence[str] = ()) -> Schema:
+        """Parameters of `factory` (a class's ``__init__``), minus those the engine injects."""
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        signature = inspect.signature(target)
+        try:
+            hints = typing.get_type_hints(target, include_extras=False)
+        except Exception:  # unresolvable forward references: fall back to raw annotations
+            hints = {}
+        params = {}
+        for name, p in signature.parameters.items():
+            if name in ("self", "cls") or name in exclude:
+                continue
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            annotation = hints.get(name, p.annotation)
+            if annotation is inspect.Parameter.empty:
+                annotation = Any
+            default = REQUIRED if p.default is inspect.Parameter.empty else p.default
+            params[name] = Parameter(name, annotation, default)
+        return cls(params)
+
+    @classmethod
+    def from_dataclass(cls, datacls: type) -> Schema:
+        hints = typing.get_type_hints(datacls)
+        params = {}
+        for f in dataclasses.fields(datacls):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                default = f.default_factory()  # type: ignore[misc]
+            else:
+                default = REQUIRED
+            params[f.name] = Parameter(f.name, hints.get(f.name, Any), default)
+        return cls(params)
+
+    def validate(
+        self,
+        values: Mapping[str, Any] | None,
+        path: tuple = (),
+        locate: Locator = no_location,
+        owner: str = "",
+        ignore: Sequence[str] = (),
+    ) -> dict:
+        """Check `values` and return them coerced, with every default filled in."""
+        values = {} if values is None else values
+        if not isinstance(values, Mapping):
+            raise RecipeError(
+                f"{locate(path)}: {dotted(path)}: expected a mapping of {owner or 'settings'}, "
+                f"got {_describe(values)}."
+            )
+        for key in values:
+            if key in ignore or key in self.parameters:
+                continue
+            raise RecipeError(
+                f"{locate(path + (key,))}: {dotted(path + (key,))}: unknown key"
+                f"{' for ' + owner if owner else ''}.{_did_you_mean(str(key), self.parameters)}"
+                f" Known keys: {', '.join(self.parameters) or '(none)'}."
+            )
+        resolved = {}
+        for name, param in self.parameters.items():
+            if name in values:
+                resolved[name] = check_type(values[name], param.annotation, path + (name,), locate)
+            elif param.required:
+                raise RecipeError(
+                    f"{locate(path)}: {dotted(path)}: missing required value '{name}' "
+                    f"({param.type_name}){' for ' + owner if owner else ''}. Add '{name}:' to the "
+                    f"block or pass --set {dotted(path + (name,))}=..."
+                )
+            else:
+                resolved[name] = param.default
+        return resolved
+
+
+def _did_you_mean(key: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def did_you_mean(key: str, known: Sequence[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest of `known`, or an empty string."""
+    return _did_you_mean(key, known)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def type_name(annotation: Any) -> str:
+    if annotation is Any:
+        return "any"
+    if annotation is type(None):
+        return "null"
+    if dataclasses.is_dataclass(annotation):
+        return "mapping"
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin in (list, Sequence, tuple):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"[{', '.join(type_name(a) for a in args)}]"
+        return f"list of {type_name(args[0])}" if args else "list"
+    if origin in (dict, Mapping):
+        return f"mapping of {type_name(args[1])}" if len(args) == 2 else "mapping"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def check_type(value: Any, annotation: Any, path: tuple, locate: Locator = no_location) -> Any:
+    """Return `value` coerced to `annotation`, or raise a RecipeError naming the key path."""
+
+    def fail() -> typing.NoReturn:
+        raise RecipeError(
+            f"{locate(path)}: {dotted(path)}: expected {type_name(annotation)}, "
+            f"got {_describe(value)}."
+        )
+
+    if annotation is Any or annotation is inspect.Parameter.empty:
+        return value
+    if annotation is type(None) or annotation is None:
+        return value if value is None else fail()
+    if dataclasses.is_dataclass(annotation):
+        return Schema.from_dataclass(annotation).validate(value, path, locate)
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        if value in args and type(value) in {type(a) for a in args}:
+            return value
+        raise RecipeError(
+            f"{locate(path)}: {dotted(path)}: expected one of {', '.join(repr(a) for a in args)}, "
+            f"got {value!r}.{_did_you_mean(str(value), [str(a) for a in args])}"
+        )
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in args:
+            if option is type(None):
+                continue
+            try:
+                return check_type(value, option, path, locate)
+            except RecipeError:
+                continue
+        fail()
+    if origin in (list, tuple, Sequence) or annotation in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            fail()
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise RecipeError(
+                    f"{locate(path)}: {dotted(path)}: expected {len(args)} items "
+                    f"({type_name(annotation)}), got {len(value)}."
+                )
+            items = [check_type(v, a, path + (i,), locate) for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            item_type = args[0] if args else Any
+            items = [check_type(v, item_type, path + (i,), locate) for i, v in enumerate(value)]
+        return tuple(items) if (origin is tuple or annotation is tuple) else items
+    if origin in (dict, Mapping) or annotation in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            fail()
+        value_type = args[1] if len(args) == 2 else Any
+        return {k: check_type(v, value_type, path + (k,), locate) for k, v in value.items()}
+    if annotation is bool:
+        return value if isinstance(value, bool) else fail()
+    if annotation is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else fail()
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        fail()
+    if annotation is str:
+        return value if isinstance(value, str) else fail()
+    if isinstance(annotation, type):
+        return value if isinstance(value, annotation) else fail()
+    return value

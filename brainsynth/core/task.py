@@ -1,0 +1,41 @@
+"""What a task is: a workflow over a recipe (train a tokenizer, sample a prior, run a pipeline).
+
+Tasks are components of kind ``task``. Each declares the recipe sections it reads, so a recipe
+is validated against exactly what its task uses, and the modes it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from .runner import Run
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """One top-level recipe key a task reads.
+
+    A section is either a component block ``{name: ..., ...}`` of `kind` (a list of them when
+    `many`), or a plain block checked against the dataclass `schema`.
+    """
+
+    kind: str | None = None
+    schema: type | None = None
+    many: bool = False
+    required: bool = False
+    default: str | None = None
+    """Component name used when the block (or its ``name``) is left out."""
+    doc: str = ""
+
+
+class Task:
+    """Base class of task components: subclasses set `sections` and `modes` and implement `run`."""
+
+    sections: ClassVar[dict[str, Section]] = {}
+    modes: ClassVar[tuple[str, ...]] = ()
+
+    def run(self, run: Run) -> dict[str, Any]:
+        """Carry out ``run.mode``; return the final metrics (written to ``metrics.json``)."""
+        raise NotImplementedError

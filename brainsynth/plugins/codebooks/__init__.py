@@ -1,0 +1,8 @@
+"""Built-in codebooks (registered through the ``register_components`` hook, like any plugin)."""
+
+from brainsynth.core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_components(registry):
+    pass
