@@ -30,7 +30,13 @@ def _wanted() -> set[str] | None:
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
-    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.dist.name != "brainsynth" if ep.dist else True, ep.name))
+    """Built-ins first, then third-party plugins, each in name order (stable messages)."""
+
+    def order(ep: importlib.metadata.EntryPoint) -> tuple:
+        dist = ep.dist.name if ep.dist else ""
+        return (dist != "brainsynth", dist, ep.name)
+
+    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=order)
 
 
 @lru_cache(maxsize=None)
@@ -64,14 +70,18 @@ def provider_name(pm: pluggy.PluginManager, plugin: object) -> str:
     return f"{dist} ({entry})" if entry else name
 
 
-@lru_cache(maxsize=None)
-def registry() -> Registry:
-    """The process-wide registry, filled by every loaded plugin's ``register_components``."""
-    pm = plugin_manager()
+def build_registry(pm: pluggy.PluginManager) -> Registry:
+    """A registry filled by every plugin of `pm`, each registration tagged with its provider."""
     reg = Registry()
     for impl in reversed(pm.hook.register_components.get_hookimpls()):
         impl.function(registry=reg.for_provider(provider_name(pm, impl.plugin)))
     return reg
+
+
+@lru_cache(maxsize=None)
+def registry() -> Registry:
+    """The process-wide registry, filled by every loaded plugin's ``register_components``."""
+    return build_registry(plugin_manager())
 
 
 def register_commands(cli) -> None:

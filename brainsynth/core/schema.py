@@ -91,6 +91,8 @@ class Schema:
                 default = f.default
             elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
                 default = f.default_factory()  # type: ignore[misc]
+                if dataclasses.is_dataclass(default):
+                    default = dataclasses.asdict(default)
             else:
                 default = REQUIRED
             params[f.name] = Parameter(f.name, hints.get(f.name, Any), default)

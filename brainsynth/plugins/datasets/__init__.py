@@ -2,7 +2,9 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .tokens import TokenDataset
+
 
 @hookimpl
 def register_components(registry):
-    pass
+    registry.register("dataset", "tokens", TokenDataset)

@@ -2,7 +2,9 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .transformer import TransformerTask
+
 
 @hookimpl
 def register_components(registry):
-    pass
+    registry.register("task", "transformer", TransformerTask)

@@ -1,0 +1,119 @@
+"""The ``brainsynth`` command line. Plugins add commands through ``register_commands``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from brainsynth import __version__
+from brainsynth.core import plugins
+from brainsynth.core.errors import BrainsynthError
+from brainsynth.core.registry import KINDS
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the full traceback of errors.")
+@click.version_option(__version__, prog_name="brainsynth")
+def cli(debug: bool) -> None:
+    """Morphology-preserving generative modelling of 3D brain MRI."""
+
+
+def _load(recipe: str, overrides: tuple[str, ...], mode: str | None):
+    from brainsynth.core.recipe import load_recipe
+
+    return load_recipe(recipe, plugins.registry(), overrides=overrides, mode=mode)
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--mode", "mode", default=None, help="Override the recipe's mode (train, extract, sample, ...).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key; VALUE is YAML.")
+@click.option("--resume", is_flag=True, help="Continue an existing run from its last checkpoint.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True, help="Processes to launch on this node through torch's elastic launcher.")
+def run(recipe: str, mode: str | None, overrides: tuple[str, ...], resume: bool, nproc_per_node: int) -> None:
+    """Run RECIPE: train, extract, sample, ... as its task and mode say."""
+    from brainsynth.core import distributed, runner
+
+    resolved = _load(recipe, overrides, mode)
+    if nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+        argv = ["run", recipe, *(f"--set={o}" for o in overrides)]
+        if mode:
+            argv += ["--mode", mode]
+        if resume:
+            argv.append("--resume")
+        sys.exit(distributed.launch(nproc_per_node, argv))
+    runner.execute(resolved, plugins.registry(), resume=resume)
+    experiment = resolved["experiment"]
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"done: results in {Path(experiment['root']) / experiment['name']}")
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--mode", "mode", default=None, help="Validate for this mode.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key; VALUE is YAML.")
+@click.option("--show", is_flag=True, help="Print the fully resolved recipe, defaults included.")
+def validate(recipe: str, mode: str | None, overrides: tuple[str, ...], show: bool) -> None:
+    """Check RECIPE without running anything."""
+    resolved = _load(recipe, overrides, mode)
+    if show:
+        click.echo(resolved.text(), nl=False)
+    else:
+        click.echo(f"{recipe}: valid (task {resolved.task}, mode {resolved.mode})")
+
+
+@cli.command(name="plugins")
+@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only components of this kind.")
+def list_plugins(kind: str | None) -> None:
+    """List installed components: kind, name, provider, parameters."""
+    registry = plugins.registry()
+    current = None
+    for component in registry:
+        if kind is not None and component.kind != kind:
+            continue
+        if component.kind != current:
+            current = component.kind
+            click.echo(f"\n[{current}]")
+        click.echo(f"  {component.name:<24} {component.description}  ({component.provider})")
+        for param in component.schema.parameters.values():
+            default = "required" if param.required else f"default {param.default!r}"
+            click.echo(f"      {param.name}: {param.type_name} ({default})")
+
+
+_commands_registered = False
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors print one message and exit 2; ``--debug`` shows tracebacks."""
+    global _commands_registered
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("BRAINSYNTH_DEBUG"))
+    try:
+        if not _commands_registered:
+            plugins.register_commands(cli)
+            _commands_registered = True
+        cli.main(args=args, prog_name="brainsynth", standalone_mode=False)
+    except BrainsynthError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""One save/load pair for the full training state.
+
+A checkpoint holds everything needed to continue bit-for-bit on CPU: module state_dicts,
+optimizers, schedulers, grad scalers, the RNG states of python/numpy/torch, epoch and step, and
+the resolved recipe text. It is written to a temporary file in the same folder and renamed, so
+an interrupted write never damages the previous checkpoint, and read back with
+``torch.load(weights_only=True)``, so loading never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import CheckpointError
+
+FORMAT = "brainsynth-checkpoint"
+VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states of python, numpy and torch in types ``weights_only`` loading accepts."""
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {
+            "kind": np_kind,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    np.random.set_state(
+        (npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"], npst["gauss"])
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def shapes_of(modules: Mapping[str, torch.nn.Module]) -> dict[str, dict[str, list[int]]]:
+    """Module name -> parameter/buffer name -> shape: the identity a checkpoint is checked against."""
+    return {
+        name: {key: list(value.shape) for key, value in module.state_dict().items()}
+        for name, module in modules.items()
+    }
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    task: str,
+    recipe: str,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, Any] | None = None,
+    schedulers: Mapping[str, Any] | None = None,
+    scalers: Mapping[str, Any] | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the full state atomically; the previous file at `path` survives any interruption."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": task,
+        "recipe": recipe,
+        "epoch": int(epoch),
+        "step": int(step),
+        "modules": {name: module.state_dict() for name, module in modules.items()},
+        "optimizers": {name: opt.state_dict() for name, opt in (optimizers or {}).items()},
+        "schedulers": {name: s.state_dict() for name, s in (schedulers or {}).items()},
+        "scalers": {name: s.state_dict() for name, s in (scalers or {}).items()},
+        "rng": rng_state(),
+        "extra": dict(extra or {}),
+    }
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a brainsynth checkpoint safely, or say clearly why it cannot be used."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"The file may be truncated or from another program; use another checkpoint "
+            f"(checkpoints/last.pt or best.pt) or re-create it."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path}: not a brainsynth checkpoint. Checkpoints of the original BrainSynth code "
+            f"are converted with 'brainsynth import-checkpoint'."
+        )
+    return payload
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    task: str,
+    modules: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, Any] | None = None,
+    schedulers: Mapping[str, Any] | None = None,
+    scalers: Mapping[str, Any] | None = None,
+    restore_rng: bool = True,
+) -> dict[str, Any]:
+    """Restore the full state into live objects; returns the payload (epoch, step, extra, recipe).
+
+    A checkpoint of another task or with other module shapes is refused with the first
+    mismatching key named, before anything is modified.
+    """
+    payload = read_checkpoint(path)
+    if payload["task"] != task:
+        raise CheckpointError(
+            f"{path}: checkpoint of a '{payload['task']}' run, but this recipe's task is '{task}'."
+        )
+    saved = payload["modules"]
+    for name, module in modules.items():
+        if name not in saved:
+            raise CheckpointError(
+                f"{path}: has no '{name}' module (it holds {', '.join(saved) or 'none'}); "
+                f"it comes from another kind of run."
+            )
+        _check_shapes(path, name, saved[name], module.state_dict())
+    for name, module in modules.items():
+        module.load_state_dict(saved[name])
+    for group, live in (("optimizers", optimizers), ("schedulers", schedulers), ("scalers", scalers)):
+        for name, obj in (live or {}).items():
+            if name in payload[group]:
+                obj.load_state_dict(payload[group][name])
+    if restore_rng:
+        set_rng_state(payload["rng"])
+    return payload
+
+
+def _check_shapes(path: Path, module: str, saved: Mapping, live: Mapping) -> None:
+    missing = [k for k in live if k not in saved]
+    unexpected = [k for k in saved if k not in live]
+    if missing or unexpected:
+        detail = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(
+            f"{path}: module '{module}' does not match this recipe's model ({detail}). The "
+            f"checkpoint comes from another model or configuration; use the recipe it was trained with."
+        )
+    for key, value in live.items():
+        if tuple(saved[key].shape) != tuple(value.shape):
+            raise CheckpointError(
+                f"{path}: module '{module}' key '{key}' has shape {list(saved[key].shape)} in the "
+                f"checkpoint but {list(value.shape)} in this recipe's model. The checkpoint comes "
+                f"from another configuration; use the recipe it was trained with."
+            )

@@ -1,0 +1,143 @@
+"""One run: its directory, seeding, distributed set-up, and the dispatch to its task's mode.
+
+The run directory is ``<experiment.root>/<experiment.name>/``. A mode that creates a run
+(``train``) refuses an existing directory unless ``--resume``; the other modes (extract, sample,
+...) work inside a run that exists. The resolved recipe is saved in the directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import distributed
+from .errors import BrainsynthError, RunError
+from .logging import MetricsLogger, Progress
+from .recipe import Recipe
+from .registry import Registry
+
+CREATING_MODES = ("train",)
+"""Modes that create a run directory; every other mode works inside an existing one."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (the caller adds the rank)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+@dataclasses.dataclass
+class Run:
+    """What a task's mode receives: the recipe, where to write, and this process's place."""
+
+    recipe: Recipe
+    directory: Path
+    registry: Registry
+    dist: distributed.DistributedContext
+    resume: bool = False
+    log: MetricsLogger | None = None
+
+    @property
+    def mode(self) -> str:
+        return self.recipe.mode
+
+    @property
+    def device(self) -> torch.device:
+        return self.dist.device
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.directory / "checkpoints"
+
+    def build(self, section: str, **injected: Any) -> Any:
+        """Build the component a recipe section names, passing engine-supplied arguments."""
+        block = self.recipe[section]
+        if block is None:
+            return None
+        return self.registry.build(self.registry_kind(section), block, **injected)
+
+    def registry_kind(self, section: str) -> str:
+        task = self.registry.get("task", self.recipe.task).factory
+        kind = task.sections[section].kind
+        if kind is None:
+            raise KeyError(f"section '{section}' is not a component block")
+        return kind
+
+    def progress(self, total: int | None, desc: str) -> Progress:
+        return Progress(total, desc, enabled=self.dist.is_main)
+
+    def say(self, message: str) -> None:
+        """A line for the user, from rank 0 only."""
+        if self.dist.is_main:
+            print(message, flush=True)
+
+
+def run_directory(recipe: Recipe) -> Path:
+    experiment = recipe["experiment"]
+    return Path(experiment["root"]) / experiment["name"]
+
+
+def prepare_directory(recipe: Recipe, resume: bool, is_main: bool) -> Path:
+    directory = run_directory(recipe)
+    text = recipe.text()
+    if recipe.mode in CREATING_MODES:
+        if directory.exists() and not resume:
+            raise RunError(
+                f"run directory {directory} already exists. Pass --resume to continue it, or choose "
+                f"another name with --set experiment.name=NAME (runs are never overwritten)."
+            )
+        if resume and not directory.exists():
+            raise RunError(f"--resume: run directory {directory} does not exist; start it without --resume.")
+        if is_main:
+            (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
+            saved = directory / "recipe.yaml"
+            tmp = saved.with_suffix(".yaml.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, saved)
+    else:
+        if not directory.is_dir():
+            raise RunError(
+                f"run directory {directory} does not exist: mode '{recipe.mode}' works inside a "
+                f"trained run. Train it first (--mode train) or set experiment.name/root to the run."
+            )
+        if is_main:
+            (directory / f"recipe.{recipe.mode}.yaml").write_text(text)
+    return directory
+
+
+def execute(recipe: Recipe, registry: Registry, resume: bool = False) -> dict[str, Any]:
+    """Run the recipe's task in its mode in this process; returns the final metrics."""
+    dist_ctx = distributed.setup(recipe["device"])
+    created = recipe.mode in CREATING_MODES and not run_directory(recipe).exists()
+    try:
+        directory = prepare_directory(recipe, resume, dist_ctx.is_main)
+        if dist_ctx.is_distributed:
+            torch.distributed.barrier()
+        seed_everything(recipe["seed"] + dist_ctx.rank)
+        log = MetricsLogger(directory / "logs", enabled=dist_ctx.is_main)
+        run = Run(recipe=recipe, directory=directory, registry=registry, dist=dist_ctx, resume=resume, log=log)
+        task = registry.get("task", recipe.task).build({})
+        try:
+            metrics = task.run(run) or {}
+        finally:
+            log.close()
+        if dist_ctx.is_main:
+            (directory / f"metrics.{recipe.mode}.json").write_text(json.dumps(metrics, indent=2, default=str))
+        return metrics
+    except BrainsynthError:
+        # A run that failed on user input before its first checkpoint leaves nothing behind.
+        directory = run_directory(recipe)
+        if created and dist_ctx.is_main and not any((directory / "checkpoints").glob("*.pt")):
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    finally:
+        distributed.teardown()

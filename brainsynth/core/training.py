@@ -1,0 +1,74 @@
+"""Pieces every training task shares: optimizer and schedule sections, the best-metric tracker.
+
+The original decays the learning rate exponentially every iteration, and its ``gamma: auto``
+picks the rate that reaches 1e-5 at the end of training; here that is ``final_lr``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+
+from .errors import RecipeError
+
+
+@dataclasses.dataclass
+class Schedule:
+    """Learning-rate schedule, stepped every iteration."""
+
+    name: Literal["constant", "exponential"] = "constant"
+    gamma: float | None = None
+    """Per-iteration decay; with ``final_lr`` instead, gamma is chosen to end there."""
+    final_lr: float | None = None
+
+
+@dataclasses.dataclass
+class OptimizerConfig:
+    """The ``optimizer`` recipe section."""
+
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 1.0e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float | None = None
+    schedule: Schedule = dataclasses.field(default_factory=Schedule)
+
+
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: dict) -> torch.optim.Optimizer:
+    cls = torch.optim.Adam if config["name"] == "adam" else torch.optim.AdamW
+    return cls(parameters, lr=config["lr"], betas=tuple(config["betas"]), weight_decay=config["weight_decay"])
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: dict, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """An ExponentialLR stepped per iteration (constant is gamma 1)."""
+    schedule = config["schedule"]
+    if schedule["name"] == "constant":
+        gamma = 1.0
+    elif schedule["gamma"] is not None and schedule["final_lr"] is not None:
+        raise RecipeError("optimizer.schedule: give either gamma or final_lr, not both.")
+    elif schedule["gamma"] is not None:
+        gamma = schedule["gamma"]
+    else:
+        final_lr = schedule["final_lr"] if schedule["final_lr"] is not None else 1.0e-5
+        gamma = math.exp(math.log(final_lr / config["lr"]) / max(total_steps, 1))
+    return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=gamma)
+
+
+class BestTracker:
+    """Remembers the best value of one metric, in the right direction for that metric."""
+
+    def __init__(self, metric: str, direction: Literal["min", "max"], best: float | None = None) -> None:
+        self.metric = metric
+        self.direction = direction
+        self.best = best
+
+    def update(self, value: float) -> bool:
+        """True when `value` improves on the best so far."""
+        better = self.best is None or (value < self.best if self.direction == "min" else value > self.best)
+        if better:
+            self.best = float(value)
+        return better

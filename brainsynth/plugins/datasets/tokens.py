@@ -1,0 +1,97 @@
+"""Pre-extracted token grids: one ``.npy`` integer grid per subject, as ``extract`` writes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brainsynth.core.errors import DataError
+
+META_FILE = "tokens.json"
+"""Written by ``extract`` beside the grids: ``{"num_embeddings": K, "grid": [x, y, z]}``."""
+
+
+def _list_token_files(source: Path) -> list[Path]:
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix == ".npy")
+        if not files:
+            raise DataError(f"{source}: no .npy token grids in this folder. Run the tokenizer's extract mode first.")
+        return files
+    if source.suffix in (".csv", ".tsv"):
+        import csv
+
+        with open(source, newline="") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t" if source.suffix == ".tsv" else ","))
+        if not rows or "path" not in rows[0]:
+            raise DataError(f"{source}: a token table needs a 'path' column.")
+        files = [(source.parent / row["path"]).resolve() for row in rows]
+        for f in files:
+            if not f.is_file():
+                raise DataError(f"{source}: listed token file {f} does not exist.")
+        return files
+    raise DataError(f"{source}: expected a folder of .npy token grids or a csv/tsv with a 'path' column.")
+
+
+class TokenGrids(torch.utils.data.Dataset):
+    """Items are ``{"tokens": LongTensor [*grid], "subject": name}``; values checked on load."""
+
+    def __init__(self, files: list[Path], num_embeddings: int) -> None:
+        self.files = files
+        self.num_embeddings = num_embeddings
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.files[index]
+        try:
+            grid = np.load(path, allow_pickle=False)
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read token grid ({exc}).") from None
+        if not np.issubdtype(grid.dtype, np.integer):
+            raise DataError(f"{path}: token grids hold integers, this file holds {grid.dtype}.")
+        if grid.size and (grid.min() < 0 or grid.max() >= self.num_embeddings):
+            raise DataError(
+                f"{path}: token {int(grid.max()) if grid.max() >= self.num_embeddings else int(grid.min())} "
+                f"is outside the codebook [0, {self.num_embeddings}). The grid comes from another tokenizer."
+            )
+        return {"tokens": torch.from_numpy(grid.astype(np.int64)), "subject": path.stem}
+
+
+class TokenDataset:
+    """Token grids for training a prior, split into train and (optionally) val."""
+
+    def __init__(self, train: str, val: str | None = None, num_embeddings: int | None = None) -> None:
+        self.sources = {"train": Path(train)}
+        if val is not None:
+            self.sources["val"] = Path(val)
+        self.files = {name: _list_token_files(path) for name, path in self.sources.items()}
+        meta = self._meta(self.sources["train"])
+        if num_embeddings is None:
+            num_embeddings = meta.get("num_embeddings")
+        if num_embeddings is None:
+            raise DataError(
+                f"{self.sources['train']}: codebook size unknown. Give data.num_embeddings, or keep the "
+                f"{META_FILE} that extract writes beside the grids."
+            )
+        self.num_embeddings = int(num_embeddings)
+        first = np.load(self.files["train"][0], mmap_mode="r", allow_pickle=False)
+        self.grid = tuple(int(s) for s in first.shape)
+
+    @staticmethod
+    def _meta(source: Path) -> dict:
+        folder = source if source.is_dir() else source.parent
+        meta_path = folder / META_FILE
+        return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.files)
+
+    def split(self, name: str, train: bool = False) -> TokenGrids:
+        if name not in self.files:
+            raise DataError(f"data: no '{name}' split; give data.{name}.")
+        return TokenGrids(self.files[name], self.num_embeddings)
