@@ -15,6 +15,7 @@ Relative paths inside a recipe (data tables, run roots) are taken from the worki
 from __future__ import annotations
 
 import copy
+import os
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -161,7 +162,7 @@ def load_raw(path: str | Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, Ori
     merged: dict = {}
     merged_origins = Origins(str(path))
     for base in bases:
-        base_path = path.parent / base
+        base_path = Path(os.path.normpath(path.parent / base))
         if not base_path.exists():
             raise RecipeError(
                 f"{origins(('extends',))}: extends: base recipe '{base}' not found "

@@ -1,0 +1,121 @@
+"""The MNI ICBM152 2009a brain template that ships inside the nilearn wheel, and masks derived from it.
+
+The demo cohort deforms this template into subjects, and the morphology measurement reads its
+masks, so both share one definition of "ventricles" and "brain". The files are read with nibabel
+from the installed package folder: no download and no import of nilearn itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from .errors import DataError
+
+TEMPLATE_FILES = {
+    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+
+VENTRICLE_BOX_MM = ((-40.0, 40.0), (-65.0, 40.0), (-20.0, 40.0))
+"""World-space (MNI mm) box searched for the lateral ventricles: central, above the brain stem."""
+
+VENTRICLE_CSF_THRESHOLD = 0.5
+"""A voxel is ventricular CSF when 1 - P(GM) - P(WM) exceeds this inside the box."""
+
+
+@dataclasses.dataclass(frozen=True)
+class MniTemplate:
+    """The 1 mm template: T1 intensities, tissue probabilities and derived masks, all 197x233x189."""
+
+    t1: np.ndarray
+    """Skull-stripped T1 intensities (0 outside the brain), float32."""
+    gm: np.ndarray
+    """Grey-matter probability in [0, 1], float32."""
+    wm: np.ndarray
+    """White-matter probability in [0, 1], float32."""
+    affine: np.ndarray
+    """Voxel -> MNI world (mm), 4x4 float64."""
+    brain: np.ndarray
+    """Inside the skull-stripped brain (T1 > 0), bool."""
+    csf: np.ndarray
+    """CSF probability 1 - P(GM) - P(WM) inside the brain, float32."""
+    ventricles: np.ndarray
+    """Lateral ventricles, bool (see `ventricle_mask`)."""
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(abs(np.linalg.det(self.affine[:3, :3]))) / 1000.0
+
+
+def template_folder() -> Path:
+    """The folder of nilearn's bundled data files, found without importing nilearn."""
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(
+            "the MNI template ships inside the 'nilearn' package, which is not installed. "
+            "Run: pip install nilearn"
+        )
+    return Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+
+
+def _read(name: str) -> tuple[np.ndarray, np.ndarray]:
+    path = template_folder() / TEMPLATE_FILES[name]
+    if not path.is_file():
+        raise DataError(
+            f"{path}: the MNI ICBM152 2009a {name.upper()} template is missing from the installed "
+            "nilearn package. Reinstall it: pip install --force-reinstall nilearn"
+        )
+    image = nib.load(str(path))
+    return np.asarray(image.dataobj, dtype=np.float32), np.asarray(image.affine, dtype=np.float64)
+
+
+def ventricle_mask(csf: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """The lateral ventricles: the largest connected blob of CSF inside a central box.
+
+    Sulcal CSF is blurred into partial volume in the template, while the lateral ventricles are
+    a large, truly dark, connected space near the centre; the largest component of
+    ``csf > 0.5`` inside `VENTRICLE_BOX_MM` is therefore both lateral ventricles (the third and
+    fourth ventricles are too thin in the template to separate from the cisterns, and are left
+    out). On the 2009a template it holds about 17.8 ml.
+    """
+    world = voxel_world_coordinates(csf.shape, affine)
+    box = np.ones(csf.shape, dtype=bool)
+    for axis, (low, high) in enumerate(VENTRICLE_BOX_MM):
+        box &= (world[axis] >= low) & (world[axis] <= high)
+    candidate = box & (csf > VENTRICLE_CSF_THRESHOLD)
+    labels, count = ndimage.label(candidate)
+    if count == 0:
+        raise DataError("no ventricular CSF found in the MNI template; is the nilearn install intact?")
+    sizes = ndimage.sum_labels(candidate, labels, index=np.arange(1, count + 1))
+    return labels == (int(np.argmax(sizes)) + 1)
+
+
+def voxel_world_coordinates(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """World coordinates (mm) of every voxel centre, shape ``(3, *shape)``, float32."""
+    grid = np.indices(shape, dtype=np.float32).reshape(3, -1)
+    world = affine[:3, :3].astype(np.float32) @ grid + affine[:3, 3:4].astype(np.float32)
+    return world.reshape((3, *shape))
+
+
+@lru_cache(maxsize=1)
+def load_mni_template() -> MniTemplate:
+    """Read the template once per process (about 0.4 s) and derive its masks."""
+    t1, affine = _read("t1")
+    gm, _ = _read("gm")
+    wm, _ = _read("wm")
+    gm /= 255.0
+    wm /= 255.0
+    brain = t1 > 0
+    csf = np.where(brain, np.clip(1.0 - gm - wm, 0.0, 1.0), 0.0).astype(np.float32)
+    ventricles = ventricle_mask(csf, affine)
+    for array in (t1, gm, wm, brain, csf, ventricles):
+        array.setflags(write=False)
+    return MniTemplate(t1=t1, gm=gm, wm=wm, affine=affine, brain=brain, csf=csf, ventricles=ventricles)

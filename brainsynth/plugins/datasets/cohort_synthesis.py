@@ -1,0 +1,217 @@
+"""Synthetic subjects from the MNI ICBM152 2009a template, with known ventricular and brain volume.
+
+Each subject is the template seen through one smooth backward map (output point -> template
+point), composed of three radial parts that all keep a positive Jacobian:
+
+1. head size: an isotropic scale about the brain centre (men larger by ~3.6 % in length, with
+   individual noise);
+2. atrophy: ``x = c + (y - c)(1 + a r^2)`` with ``r`` the ellipsoidal radius (1 at the brain's
+   outer edge), so the cortex moves inwards while the centre stays put; ``a`` grows with age;
+3. ventricular enlargement: ``x = c_v + (y - c_v) / (1 + (g - 1) w(y))`` with ``w`` a Gaussian
+   shaped like the lateral ventricles, so they swell radially about their centre by up to ``g``
+   in length and the tissue around them is pushed aside; ``g`` grows with age.
+
+The four maps (T1, GM+WM, ventricular CSF, brain mask) are first blurred to the output spacing
+(Gaussian with a FWHM of the spacing) and then sampled once at the mapped points with trilinear
+interpolation. The recorded volumes are the sums of the warped tissue maps on the output grid,
+i.e. measured on what was written, not derived from the parameters. A smooth multiplicative bias
+field (MONAI `RandBiasField`) and Gaussian noise inside the brain complete the T1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+from monai.transforms import RandBiasField
+from scipy import ndimage
+
+from brainsynth.core.templates import MniTemplate, load_mni_template, voxel_world_coordinates
+
+AGE_RANGE = (45.0, 82.0)
+"""Ages are drawn uniformly here (the UK Biobank imaging range)."""
+
+HEAD_SCALE_BY_SEX = 0.018
+"""Half the male/female difference in linear head size (volume differs by about 11 %)."""
+
+HEAD_SCALE_NOISE = 0.025
+ATROPHY_PER_YEAR = 0.0035
+ATROPHY_NOISE = 0.012
+VENTRICLE_LOG_GROWTH_PER_YEAR = 0.028
+"""Ventricular volume grows about 2.8 % a year in log terms (x2.8 from 45 to 82)."""
+
+VENTRICLE_LOG_NOISE = 0.25
+VENTRICLE_SPREAD = 1.6
+"""The enlargement's Gaussian is this many ventricle standard deviations wide along each axis."""
+
+BIAS_COEFFICIENTS = (-0.1, 0.1)
+NOISE_FRACTION = 0.025
+"""Noise standard deviation as a fraction of the template's mean white-matter intensity."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SubjectVariables:
+    """What one synthetic subject is made of: its variables and the deformation they drive."""
+
+    name: str
+    age: float
+    sex: int
+    """0 female, 1 male (the UK Biobank field 31 coding)."""
+    head_scale: float
+    atrophy: float
+    ventricle_growth: float
+    """Linear growth factor of the lateral ventricles about their centre."""
+    seed: int
+
+
+def draw_subject(index: int, seed: int) -> SubjectVariables:
+    """Subject `index` of the cohort with `seed`; independent of the cohort size.
+
+    Sex alternates so that every cohort is balanced; age drives atrophy and ventricular growth,
+    each with its own noise, so the two volumes are related but not redundant.
+    """
+    rng = np.random.default_rng([seed, index])
+    age = float(rng.uniform(*AGE_RANGE))
+    sex = index % 2
+    head_scale = 1.0 + HEAD_SCALE_BY_SEX * (2 * sex - 1) + HEAD_SCALE_NOISE * float(rng.standard_normal())
+    years = age - AGE_RANGE[0]
+    atrophy = max(0.0, ATROPHY_PER_YEAR * years + ATROPHY_NOISE * float(rng.standard_normal()))
+    log_volume_growth = VENTRICLE_LOG_GROWTH_PER_YEAR * years + VENTRICLE_LOG_NOISE * float(rng.standard_normal())
+    growth = math.exp(log_volume_growth / 3.0)
+    return SubjectVariables(
+        name=f"sub-{index:04d}",
+        age=round(age, 2),
+        sex=sex,
+        head_scale=head_scale,
+        atrophy=atrophy,
+        ventricle_growth=growth,
+        seed=int(rng.integers(0, 2**31 - 1)),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CohortGrid:
+    """The output grid: the template's field of view tiled by voxels of `spacing` mm."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    spacing: float
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return self.spacing**3 / 1000.0
+
+
+def cohort_grid(spacing: float, template: MniTemplate | None = None) -> CohortGrid:
+    """Voxels of `spacing` mm whose blocks start at the template's first voxel edge."""
+    template = template or load_mni_template()
+    step = np.diag(template.affine)[:3]
+    shape = tuple(int(math.ceil(n * abs(s) / spacing)) for n, s in zip(template.t1.shape, step))
+    affine = np.array(template.affine, dtype=np.float64)
+    affine[:3, :3] = affine[:3, :3] / np.abs(step) * spacing
+    # first output voxel centre = template's first voxel edge + half an output voxel
+    affine[:3, 3] = template.affine[:3, 3] + np.sign(step) * (spacing - np.abs(step)) / 2.0
+    return CohortGrid(shape=shape, affine=affine, spacing=float(spacing))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Prepared:
+    """Template maps blurred for one spacing, plus the geometry the deformations need."""
+
+    maps: torch.Tensor
+    """[1, 4, X, Y, Z] float32: T1, GM+WM, ventricular CSF, brain mask."""
+    world_to_grid: np.ndarray
+    """3x4: MNI mm -> grid_sample's normalised coordinates (z, y, x order)."""
+    brain_centre: np.ndarray
+    brain_radii: np.ndarray
+    ventricle_centre: np.ndarray
+    ventricle_precision: np.ndarray
+    wm_intensity: float
+
+
+@lru_cache(maxsize=4)
+def _prepare(spacing: float) -> _Prepared:
+    template = load_mni_template()
+    ventricle_csf = template.csf * ndimage.binary_dilation(template.ventricles, iterations=1)
+    maps = np.stack([template.t1, template.gm + template.wm, ventricle_csf, template.brain.astype(np.float32)])
+    sigma = math.sqrt(max(spacing**2 - 1.0, 0.0)) / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    if sigma > 0:
+        maps = np.stack([ndimage.gaussian_filter(m, sigma, mode="constant") for m in maps])
+    tensor = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
+
+    shape = np.array(template.t1.shape, dtype=np.float64)
+    voxel_from_world = np.linalg.inv(template.affine)[:3]
+    # align_corners=True: index 0 -> -1, index n-1 -> +1; grid_sample wants (W, H, D) = (z, y, x)
+    normalise = np.diag(2.0 / (shape - 1.0))
+    to_grid = np.concatenate([normalise @ voxel_from_world[:, :3], (normalise @ voxel_from_world[:, 3:]) - 1.0], axis=1)
+    to_grid = to_grid[::-1].copy()
+
+    world = voxel_world_coordinates(template.t1.shape, template.affine)
+    brain_points = world[:, template.brain]
+    low, high = brain_points.min(axis=1), brain_points.max(axis=1)
+    ventricle_points = world[:, template.ventricles].astype(np.float64)
+    ventricle_centre = ventricle_points.mean(axis=1)
+    covariance = np.cov(ventricle_points) * VENTRICLE_SPREAD**2
+    return _Prepared(
+        maps=tensor,
+        world_to_grid=to_grid,
+        brain_centre=(low + high) / 2.0,
+        brain_radii=(high - low) / 2.0,
+        ventricle_centre=ventricle_centre,
+        ventricle_precision=np.linalg.inv(covariance),
+        wm_intensity=float(template.t1[template.wm > 0.9].mean()),
+    )
+
+
+def backward_map(points: np.ndarray, subject: SubjectVariables, prepared: _Prepared) -> np.ndarray:
+    """Template coordinates (mm) that each output point (3, N) shows; see the module docstring."""
+    centre = prepared.brain_centre[:, None].astype(np.float32)
+    y = centre + (points - centre) / np.float32(subject.head_scale)
+    offset = y - centre
+    radius2 = ((offset / prepared.brain_radii[:, None].astype(np.float32)) ** 2).sum(axis=0)
+    y = centre + offset * (1.0 + np.float32(subject.atrophy) * radius2)
+    vcentre = prepared.ventricle_centre[:, None].astype(np.float32)
+    offset = y - vcentre
+    mahalanobis2 = (offset * (prepared.ventricle_precision.astype(np.float32) @ offset)).sum(axis=0)
+    weight = np.exp(-0.5 * mahalanobis2)
+    return vcentre + offset / (1.0 + np.float32(subject.ventricle_growth - 1.0) * weight)
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticSubject:
+    """One generated subject: its T1 on the cohort grid and the volumes measured on its maps."""
+
+    variables: SubjectVariables
+    t1: np.ndarray
+    ventricular_volume: float
+    brain_volume: float
+
+
+def synthesize(subject: SubjectVariables, grid: CohortGrid) -> SyntheticSubject:
+    """Warp the template into `subject` on `grid`, add bias field and noise, measure volumes."""
+    prepared = _prepare(grid.spacing)
+    points = voxel_world_coordinates(grid.shape, grid.affine).reshape(3, -1)
+    source = backward_map(points, subject, prepared)
+    to_grid = prepared.world_to_grid.astype(np.float32)
+    normalised = to_grid[:, :3] @ source + to_grid[:, 3:]
+    sample_grid = torch.from_numpy(np.ascontiguousarray(normalised.T)).reshape(1, *grid.shape, 3)
+    warped = torch.nn.functional.grid_sample(
+        prepared.maps, sample_grid, mode="bilinear", padding_mode="zeros", align_corners=True
+    )[0].numpy()
+    t1, tissue, ventricles, brain = warped
+
+    bias = RandBiasField(degree=3, coeff_range=BIAS_COEFFICIENTS, prob=1.0)
+    bias.set_random_state(subject.seed)
+    t1 = np.asarray(bias(t1[None]))[0]
+    rng = np.random.default_rng(subject.seed)
+    noise = rng.standard_normal(t1.shape, dtype=np.float32) * np.float32(NOISE_FRACTION * prepared.wm_intensity)
+    t1 = np.clip(t1 + noise * np.clip(brain, 0.0, 1.0), 0.0, None).astype(np.float32)
+    return SyntheticSubject(
+        variables=subject,
+        t1=t1,
+        ventricular_volume=float(ventricles.sum(dtype=np.float64)) * grid.voxel_volume_ml,
+        brain_volume=float(tissue.sum(dtype=np.float64)) * grid.voxel_volume_ml,
+    )
