@@ -78,3 +78,25 @@ def launch(nproc_per_node: int, argv: list[str]) -> int:
             return 1
         raise
     return 0
+
+
+def wrap(module: torch.nn.Module, ctx: DistributedContext, broadcast_buffers: bool = True) -> torch.nn.Module:
+    """DDP-wrap a trained module when the job has more than one process."""
+    if not ctx.is_distributed:
+        return module
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=broadcast_buffers)
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
+
+
+def all_reduce_mean(values: dict[str, float], ctx: DistributedContext) -> dict[str, float]:
+    """Average scalar metrics over ranks (identity in a single process)."""
+    if not ctx.is_distributed or not values:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(tensor)
+    return {k: (tensor[i] / ctx.world_size).item() for i, k in enumerate(keys)}

@@ -1,15 +1,17 @@
 """Synthetic subjects from the MNI ICBM152 2009a template, with known ventricular and brain volume.
 
 Each subject is the template seen through one smooth backward map (output point -> template
-point), composed of three radial parts that all keep a positive Jacobian:
+point), composed of three radial parts, none of which folds space:
 
 1. head size: an isotropic scale about the brain centre (men larger by ~3.6 % in length, with
    individual noise);
 2. atrophy: ``x = c + (y - c)(1 + a r^2)`` with ``r`` the ellipsoidal radius (1 at the brain's
    outer edge), so the cortex moves inwards while the centre stays put; ``a`` grows with age;
-3. ventricular enlargement: ``x = c_v + (y - c_v) / (1 + (g - 1) w(y))`` with ``w`` a Gaussian
-   shaped like the lateral ventricles, so they swell radially about their centre by up to ``g``
-   in length and the tissue around them is pushed aside; ``g`` grows with age.
+3. ventricular enlargement: the flow of the velocity field ``log(g) sum_h w_h(p) (p - c_h)``,
+   with ``c_h`` the centre of the left or right lateral ventricle and ``w_h`` its mask smoothed
+   (1 inside, 0 a few mm outside). Inside the ventricles this is a radial scaling by ``g`` about
+   their centre; the tissue around them is pushed aside and compressed; far away nothing moves.
+   Being the flow of a smooth field, it cannot fold. ``g`` grows with age.
 
 The four maps (T1, GM+WM, ventricular CSF, brain mask) are first blurred to the output spacing
 (Gaussian with a FWHM of the spacing) and then sampled once at the mapped points with trilinear
@@ -44,11 +46,11 @@ VENTRICLE_LOG_GROWTH_PER_YEAR = 0.028
 """Ventricular volume grows about 2.8 % a year in log terms (x2.8 from 45 to 82)."""
 
 VENTRICLE_LOG_NOISE = 0.25
-VENTRICLE_CORE = 1.5
-"""Inside this Mahalanobis radius (in ventricle standard deviations) the growth is complete."""
+VENTRICLE_SMOOTHING_MM = 4.0
+"""Width (Gaussian sigma) of the zone around the ventricles that is pushed aside as they grow."""
 
-VENTRICLE_REACH = 3.0
-"""Beyond this Mahalanobis radius the tissue does not move."""
+FLOW_STEPS = 6
+"""Midpoint (RK2) steps integrating the ventricular flow."""
 
 BIAS_COEFFICIENTS = (-0.1, 0.1)
 NOISE_FRACTION = 0.025
@@ -130,8 +132,10 @@ class _Prepared:
     """3x4: MNI mm -> grid_sample's normalised coordinates (z, y, x order)."""
     brain_centre: np.ndarray
     brain_radii: np.ndarray
-    ventricle_centres: tuple[np.ndarray, ...]
-    ventricle_precisions: tuple[np.ndarray, ...]
+    ventricle_weights: torch.Tensor
+    """[1, 2, X, Y, Z] float32: where each lateral ventricle (left, right) grows, 1 inside it."""
+    ventricle_centres: np.ndarray
+    """[2, 3, 1] float32: the centre of each lateral ventricle (mm)."""
     wm_intensity: float
 
 
@@ -155,18 +159,37 @@ def _prepare(spacing: float) -> _Prepared:
     world = voxel_world_coordinates(template.t1.shape, template.affine)
     brain_points = world[:, template.brain]
     low, high = brain_points.min(axis=1), brain_points.max(axis=1)
-    ventricle_points = world[:, template.ventricles].astype(np.float64)
-    midline = template.affine[0, 3] * 0.0
-    hemispheres = [ventricle_points[:, ventricle_points[0] < midline], ventricle_points[:, ventricle_points[0] >= midline]]
+    left = template.ventricles & (world[0] < 0.0)
+    right = template.ventricles & (world[0] >= 0.0)
+    sigma_voxels = VENTRICLE_SMOOTHING_MM / np.abs(np.diag(template.affine)[:3])
+    weights = np.stack([np.clip(2.0 * ndimage.gaussian_filter(m.astype(np.float32), sigma_voxels), 0.0, 1.0) for m in (left, right)])
     return _Prepared(
         maps=tensor,
         world_to_grid=to_grid,
         brain_centre=(low + high) / 2.0,
         brain_radii=(high - low) / 2.0,
-        ventricle_centres=tuple(h.mean(axis=1) for h in hemispheres),
-        ventricle_precisions=tuple(np.linalg.inv(np.cov(h)) for h in hemispheres),
+        ventricle_weights=torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))[None],
+        ventricle_centres=np.stack([world[:, m].mean(axis=1) for m in (left, right)])[:, :, None].astype(np.float32),
         wm_intensity=float(template.t1[template.wm > 0.9].mean()),
     )
+
+
+def _sample(maps: torch.Tensor, points: np.ndarray, prepared: _Prepared) -> np.ndarray:
+    """Trilinear values of template-space `maps` [1, C, X, Y, Z] at world points (3, N) -> (C, N)."""
+    to_grid = prepared.world_to_grid.astype(np.float32)
+    normalised = to_grid[:, :3] @ points + to_grid[:, 3:]
+    grid = torch.from_numpy(np.ascontiguousarray(normalised.T)).view(1, 1, 1, -1, 3)
+    values = torch.nn.functional.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return values.view(maps.shape[1], -1).numpy()
+
+
+def _ventricle_velocity(points: np.ndarray, rate: float, prepared: _Prepared) -> np.ndarray:
+    """``rate * sum_h w_h(p) (p - c_h)``: radial growth about each ventricle's centre."""
+    weights = _sample(prepared.ventricle_weights, points, prepared)
+    velocity = np.zeros_like(points)
+    for weight, centre in zip(weights, prepared.ventricle_centres):
+        velocity += weight * (points - centre)
+    return velocity * np.float32(rate)
 
 
 def backward_map(points: np.ndarray, subject: SubjectVariables, prepared: _Prepared) -> np.ndarray:
@@ -176,13 +199,11 @@ def backward_map(points: np.ndarray, subject: SubjectVariables, prepared: _Prepa
     offset = y - centre
     radius2 = ((offset / prepared.brain_radii[:, None].astype(np.float32)) ** 2).sum(axis=0)
     y = centre + offset * (1.0 + np.float32(subject.atrophy) * radius2)
-    for vcentre, precision in zip(prepared.ventricle_centres, prepared.ventricle_precisions):
-        vcentre = vcentre[:, None].astype(np.float32)
-        offset = y - vcentre
-        distance = np.sqrt((offset * (precision.astype(np.float32) @ offset)).sum(axis=0))
-        ramp = np.clip((distance - VENTRICLE_CORE) / (VENTRICLE_REACH - VENTRICLE_CORE), 0.0, 1.0)
-        weight = 1.0 - ramp * ramp * (3.0 - 2.0 * ramp)
-        y = vcentre + offset / (1.0 + np.float32(subject.ventricle_growth - 1.0) * weight)
+    # the ventricles' growth is the flow of a smooth velocity field: never folds
+    rate = -math.log(subject.ventricle_growth) / FLOW_STEPS
+    for _ in range(FLOW_STEPS):
+        midpoint = y + 0.5 * _ventricle_velocity(y, rate, prepared)
+        y = y + _ventricle_velocity(midpoint, rate, prepared)
     return y
 
 
@@ -201,13 +222,7 @@ def synthesize(subject: SubjectVariables, grid: CohortGrid) -> SyntheticSubject:
     prepared = _prepare(grid.spacing)
     points = voxel_world_coordinates(grid.shape, grid.affine).reshape(3, -1)
     source = backward_map(points, subject, prepared)
-    to_grid = prepared.world_to_grid.astype(np.float32)
-    normalised = to_grid[:, :3] @ source + to_grid[:, 3:]
-    sample_grid = torch.from_numpy(np.ascontiguousarray(normalised.T)).reshape(1, *grid.shape, 3)
-    warped = torch.nn.functional.grid_sample(
-        prepared.maps, sample_grid, mode="bilinear", padding_mode="zeros", align_corners=True
-    )[0].numpy()
-    t1, tissue, ventricles, brain = warped
+    t1, tissue, ventricles, brain = _sample(prepared.maps, source, prepared).reshape(4, *grid.shape)
 
     bias = RandBiasField(degree=3, coeff_range=BIAS_COEFFICIENTS, prob=1.0)
     bias.set_random_state(subject.seed)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from brainsynth.core import distributed
 from brainsynth.core.checkpoint import load_checkpoint, save_checkpoint
 from brainsynth.core.errors import RunError
 from brainsynth.core.runner import Run
@@ -70,16 +71,24 @@ class TransformerTask(Task):
         data, ordering, network = self.build(run)
         bos = data.num_embeddings
         generator = torch.Generator().manual_seed(recipe["seed"])
+        train_set = data.split("train", train=True)
+        sampler = None
+        if run.dist.is_distributed:
+            sampler = torch.utils.data.DistributedSampler(
+                train_set, num_replicas=run.dist.world_size, rank=run.dist.rank, shuffle=True, seed=recipe["seed"]
+            )
         loader = torch.utils.data.DataLoader(
-            data.split("train", train=True),
+            train_set,
             batch_size=config["batch_size"],
-            shuffle=True,
-            drop_last=len(data.split("train")) >= config["batch_size"],
+            shuffle=sampler is None,
+            sampler=sampler,
+            drop_last=len(train_set) >= config["batch_size"] * run.dist.world_size,
             num_workers=config["num_workers"],
             generator=generator,
         )
         if len(loader) == 0:
             raise RunError(f"data: the train split has no full batch of size {config['batch_size']}.")
+        trained = distributed.wrap(network, run.dist)
         optimizer = build_optimizer(network.parameters(), recipe["optimizer"])
         scheduler = build_scheduler(optimizer, recipe["optimizer"], config["epochs"] * len(loader))
         scaler = grad_scaler(recipe["precision"], run.device)
@@ -98,12 +107,14 @@ class TransformerTask(Task):
             run.say(f"resumed from {last} at epoch {start_epoch}")
         metrics: dict[str, Any] = {}
         for epoch in range(start_epoch, config["epochs"]):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             network.train()
             with run.progress(len(loader), f"epoch {epoch + 1}/{config['epochs']}") as bar:
                 for batch in loader:
                     inputs, target = _sequences(ordering, batch["tokens"].to(run.device), bos)
                     with autocast(recipe["precision"], run.device):
-                        logits = network(inputs)
+                        logits = trained(inputs)
                     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -120,7 +131,9 @@ class TransformerTask(Task):
             metrics = {"epoch": epoch + 1, "step": step, "train_ce": loss.item()}
             improved = False
             if "val" in data.splits and (epoch + 1) % config["eval_every"] == 0:
-                metrics["val_ce"] = self.validate(run, data, ordering, network)
+                metrics["val_ce"] = distributed.all_reduce_mean(
+                    {"val_ce": self.validate(run, data, ordering, network)}, run.dist
+                )["val_ce"]
                 run.log.log(step, {"ce": metrics["val_ce"]}, split="val", epoch=epoch + 1)
                 improved = tracker.update(metrics["val_ce"])
             if run.dist.is_main:
