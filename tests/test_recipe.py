@@ -10,6 +10,7 @@ import pytest
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.recipe import load_recipe
 from brainsynth.core.registry import Registry
+from brainsynth.core.schema import component_block
 from brainsynth.core.task import Section, Task
 
 
@@ -25,6 +26,25 @@ class Ordering:
 
     def __init__(self, spatial_shape: tuple, flip: bool = False) -> None:
         pass
+
+
+class EmaCodebook:
+    """A codebook for recipe tests."""
+
+    def __init__(self, embedding_dim: int, decay: float = 0.99) -> None:
+        pass
+
+
+class VQVAE:
+    """A tokenizer with a nested codebook block."""
+
+    def __init__(self, channels: int = 8, codebook: component_block("codebook") = {"name": "ema"}) -> None:
+        pass
+
+
+class TokenizerTask(Task):
+    sections = {"network": Section(kind="tokenizer", required=True)}
+    modes = ("train",)
 
 
 @dataclasses.dataclass
@@ -51,6 +71,9 @@ def registry() -> Registry:
     reg.register("transformer", "xtransformer", Network, injected=("num_tokens",), provider="tests")
     reg.register("ordering", "raster_scan", Ordering, injected=("spatial_shape",), provider="tests")
     reg.register("ordering", "s_curve", Ordering, injected=("spatial_shape",), provider="tests")
+    reg.register("task", "tokenizer", TokenizerTask, provider="tests")
+    reg.register("tokenizer", "vqvae", VQVAE, provider="tests")
+    reg.register("codebook", "ema", EmaCodebook, injected=("embedding_dim",), provider="tests")
     return reg
 
 
@@ -184,3 +207,17 @@ def test_set_overrides_are_typed_as_yaml(tmp_path, registry):
 def test_missing_recipe_file(tmp_path, registry):
     with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "absent.yaml", registry)
+
+
+def test_nested_component_blocks_are_validated(tmp_path, registry):
+    head = "task: tokenizer\nexperiment: {name: t}\nnetwork:\n  name: vqvae\n"
+    recipe = load_recipe(write(tmp_path / "a.yaml", head), registry)
+    assert recipe["network"]["codebook"] == {"name": "ema", "decay": 0.99}
+    recipe = load_recipe(write(tmp_path / "b.yaml", head + "  codebook: {name: ema, decay: 0.5}\n"), registry)
+    assert recipe["network"]["codebook"] == {"name": "ema", "decay": 0.5}
+    path = write(tmp_path / "c.yaml", head + "  codebook:\n    name: ema\n    decya: 0.5\n")
+    with pytest.raises(RecipeError, match=rf"{path}:7: network\.codebook\.decya: unknown key for codebook 'ema'\. Did you mean 'decay'\?"):
+        load_recipe(path, registry)
+    path = write(tmp_path / "d.yaml", head + "  codebook: {name: emma}\n")
+    with pytest.raises(RecipeError, match=r"network\.codebook\.name: unknown codebook 'emma'\. Did you mean 'ema'\?"):
+        load_recipe(path, registry)

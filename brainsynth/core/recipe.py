@@ -271,8 +271,11 @@ def _validate_component(
         component = registry.get(kind, name)
     except RegistryError as exc:
         raise RecipeError(f"{origins(path + ('name',))}: {dotted(path + ('name',))}: {exc}") from None
+    def nested(inner_kind: str, value: Any, inner_path: tuple) -> dict:
+        return _validate_component(registry, inner_kind, value, inner_path, origins, None)
+
     params = component.schema.validate(
-        block, path, origins, owner=f"{kind} '{name}'", ignore=("name",)
+        block, path, origins, owner=f"{kind} '{name}'", ignore=("name",), nested=nested
     )
     return {"name": name, **params}
 

@@ -13,12 +13,39 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from .errors import RecipeError
 
 Locator = Callable[[tuple], str]
 """Maps a key path such as ``("network", "depth")`` to ``"recipe.yaml:12"``."""
+
+NestedValidator = Callable[[str, Any, tuple], dict]
+"""Validates a nested ``{name: ...}`` block of a component kind (the recipe supplies it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ComponentBlock:
+    """Marks a parameter as a nested ``{name: ..., ...}`` block of another component kind."""
+
+    kind: str
+
+
+def component_block(kind: str) -> Any:
+    """The annotation of a parameter that takes a nested component block, e.g. a codebook.
+
+    The recipe validates the block against that component's schema like any top-level block;
+    the factory receives it as a validated dict and builds it through the registry.
+    """
+    return Annotated[dict, ComponentBlock(kind)]
+
+
+def block_kind(annotation: Any) -> str | None:
+    if typing.get_origin(annotation) is Annotated:
+        for meta in typing.get_args(annotation)[1:]:
+            if isinstance(meta, ComponentBlock):
+                return meta.kind
+    return None
 
 
 class _Required:
@@ -66,7 +93,7 @@ class Schema:
         target = factory.__init__ if inspect.isclass(factory) else factory
         signature = inspect.signature(target)
         try:
-            hints = typing.get_type_hints(target, include_extras=False)
+            hints = typing.get_type_hints(target, include_extras=True)
         except Exception:  # unresolvable forward references: fall back to raw annotations
             hints = {}
         params = {}
@@ -84,7 +111,7 @@ class Schema:
 
     @classmethod
     def from_dataclass(cls, datacls: type) -> Schema:
-        hints = typing.get_type_hints(datacls)
+        hints = typing.get_type_hints(datacls, include_extras=True)
         params = {}
         for f in dataclasses.fields(datacls):
             if f.default is not dataclasses.MISSING:
@@ -105,6 +132,7 @@ class Schema:
         locate: Locator = no_location,
         owner: str = "",
         ignore: Sequence[str] = (),
+        nested: NestedValidator | None = None,
     ) -> dict:
         """Check `values` and return them coerced, with every default filled in."""
         values = {} if values is None else values
@@ -124,13 +152,15 @@ class Schema:
         resolved = {}
         for name, param in self.parameters.items():
             if name in values:
-                resolved[name] = check_type(values[name], param.annotation, path + (name,), locate)
+                resolved[name] = check_type(values[name], param.annotation, path + (name,), locate, nested)
             elif param.required:
                 raise RecipeError(
                     f"{locate(path)}: {dotted(path)}: missing required value '{name}' "
                     f"({param.type_name}){' for ' + owner if owner else ''}. Add '{name}:' to the "
                     f"block or pass --set {dotted(path + (name,))}=..."
                 )
+            elif block_kind(param.annotation) and isinstance(param.default, Mapping):
+                resolved[name] = check_type(dict(param.default), param.annotation, path + (name,), locate, nested)
             else:
                 resolved[name] = param.default
         return resolved
@@ -156,6 +186,10 @@ def _describe(value: Any) -> str:
 def type_name(annotation: Any) -> str:
     if annotation is Any:
         return "any"
+    if block_kind(annotation):
+        return f"{block_kind(annotation)} block"
+    if typing.get_origin(annotation) is Annotated:
+        return type_name(typing.get_args(annotation)[0])
     if annotation is type(None):
         return "null"
     if dataclasses.is_dataclass(annotation):
@@ -175,7 +209,9 @@ def type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def check_type(value: Any, annotation: Any, path: tuple, locate: Locator = no_location) -> Any:
+def check_type(
+    value: Any, annotation: Any, path: tuple, locate: Locator = no_location, nested: NestedValidator | None = None
+) -> Any:
     """Return `value` coerced to `annotation`, or raise a RecipeError naming the key path."""
 
     def fail() -> typing.NoReturn:
@@ -186,10 +222,15 @@ def check_type(value: Any, annotation: Any, path: tuple, locate: Locator = no_lo
 
     if annotation is Any or annotation is inspect.Parameter.empty:
         return value
+    if typing.get_origin(annotation) is Annotated:
+        kind = block_kind(annotation)
+        if kind is not None and nested is not None:
+            return nested(kind, value, path)
+        return check_type(value, typing.get_args(annotation)[0], path, locate, nested)
     if annotation is type(None) or annotation is None:
         return value if value is None else fail()
     if dataclasses.is_dataclass(annotation):
-        return Schema.from_dataclass(annotation).validate(value, path, locate)
+        return Schema.from_dataclass(annotation).validate(value, path, locate, nested=nested)
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is Literal:
@@ -206,7 +247,7 @@ def check_type(value: Any, annotation: Any, path: tuple, locate: Locator = no_lo
             if option is type(None):
                 continue
             try:
-                return check_type(value, option, path, locate)
+                return check_type(value, option, path, locate, nested)
             except RecipeError:
                 continue
         fail()
@@ -219,16 +260,16 @@ def check_type(value: Any, annotation: Any, path: tuple, locate: Locator = no_lo
                     f"{locate(path)}: {dotted(path)}: expected {len(args)} items "
                     f"({type_name(annotation)}), got {len(value)}."
                 )
-            items = [check_type(v, a, path + (i,), locate) for i, (v, a) in enumerate(zip(value, args))]
+            items = [check_type(v, a, path + (i,), locate, nested) for i, (v, a) in enumerate(zip(value, args))]
         else:
             item_type = args[0] if args else Any
-            items = [check_type(v, item_type, path + (i,), locate) for i, v in enumerate(value)]
+            items = [check_type(v, item_type, path + (i,), locate, nested) for i, v in enumerate(value)]
         return tuple(items) if (origin is tuple or annotation is tuple) else items
     if origin in (dict, Mapping) or annotation in (dict, Mapping):
         if not isinstance(value, Mapping):
             fail()
         value_type = args[1] if len(args) == 2 else Any
-        return {k: check_type(v, value_type, path + (k,), locate) for k, v in value.items()}
+        return {k: check_type(v, value_type, path + (k,), locate, nested) for k, v in value.items()}
     if annotation is bool:
         return value if isinstance(value, bool) else fail()
     if annotation is int:

@@ -2,7 +2,11 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .ema import EMACodebook
+from .vanilla import VanillaCodebook
+
 
 @hookimpl
 def register_components(registry):
-    pass
+    registry.register("codebook", "ema", EMACodebook, injected=("embedding_dim",))
+    registry.register("codebook", "vanilla", VanillaCodebook, injected=("embedding_dim",))

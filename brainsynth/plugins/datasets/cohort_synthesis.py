@@ -40,16 +40,20 @@ HEAD_SCALE_BY_SEX = 0.018
 """Half the male/female difference in linear head size (volume differs by about 11 %)."""
 
 HEAD_SCALE_NOISE = 0.025
-ATROPHY_PER_YEAR = 0.0035
-ATROPHY_NOISE = 0.012
-VENTRICLE_LOG_GROWTH_PER_YEAR = 0.028
-"""Ventricular volume grows about 2.8 % a year in log terms (x2.8 from 45 to 82)."""
+ATROPHY_PER_YEAR = 0.0015
+ATROPHY_NOISE = 0.008
+VENTRICLE_DILATION_AT_45 = -1.0
+VENTRICLE_DILATION_PER_YEAR = 0.16
+"""With these, lateral ventricles hold about 13 ml at 45 and 40 ml at 82 (template: 17 ml)."""
 
-VENTRICLE_LOG_NOISE = 0.25
+VENTRICLE_DILATION_NOISE = 1.2
 VENTRICLE_SMOOTHING_MM = 4.0
 """Width (Gaussian sigma) of the zone around the ventricles that is pushed aside as they grow."""
 
-FLOW_STEPS = 6
+MAX_DILATION_MM = 12.0
+"""Ventricle wall displacements are clipped to +-this (far beyond the drawn ones)."""
+
+FLOW_STEPS = 4
 """Midpoint (RK2) steps integrating the ventricular flow."""
 
 BIAS_COEFFICIENTS = (-0.1, 0.1)
@@ -67,8 +71,8 @@ class SubjectVariables:
     """0 female, 1 male (the UK Biobank field 31 coding)."""
     head_scale: float
     atrophy: float
-    ventricle_growth: float
-    """Linear growth factor of the lateral ventricles about their centre."""
+    ventricle_dilation: float
+    """How far (mm, at the fastest point) the ventricle walls move outwards."""
     seed: int
 
 
@@ -84,15 +88,16 @@ def draw_subject(index: int, seed: int) -> SubjectVariables:
     head_scale = 1.0 + HEAD_SCALE_BY_SEX * (2 * sex - 1) + HEAD_SCALE_NOISE * float(rng.standard_normal())
     years = age - AGE_RANGE[0]
     atrophy = max(0.0, ATROPHY_PER_YEAR * years + ATROPHY_NOISE * float(rng.standard_normal()))
-    log_volume_growth = VENTRICLE_LOG_GROWTH_PER_YEAR * years + VENTRICLE_LOG_NOISE * float(rng.standard_normal())
-    growth = math.exp(log_volume_growth / 3.0)
+    dilation = (
+        VENTRICLE_DILATION_AT_45 + VENTRICLE_DILATION_PER_YEAR * years + VENTRICLE_DILATION_NOISE * float(rng.standard_normal())
+    )
     return SubjectVariables(
         name=f"sub-{index:04d}",
         age=round(age, 2),
         sex=sex,
         head_scale=head_scale,
         atrophy=atrophy,
-        ventricle_growth=growth,
+        ventricle_dilation=dilation,
         seed=int(rng.integers(0, 2**31 - 1)),
     )
 
@@ -132,11 +137,50 @@ class _Prepared:
     """3x4: MNI mm -> grid_sample's normalised coordinates (z, y, x order)."""
     brain_centre: np.ndarray
     brain_radii: np.ndarray
-    ventricle_weights: torch.Tensor
-    """[1, 2, X, Y, Z] float32: where each lateral ventricle (left, right) grows, 1 inside it."""
-    ventricle_centres: np.ndarray
-    """[2, 3, 1] float32: the centre of each lateral ventricle (mm)."""
+    ventricle_velocity: torch.Tensor
+    """[1, 3, X, Y, Z] float32: outward unit-peak velocity (mm per unit time) around the ventricles."""
+    velocity_to_grid: np.ndarray
+    """3x4: MNI mm -> normalised coordinates of the (cropped) velocity grid."""
+    velocity_box: tuple[np.ndarray, np.ndarray]
+    """World (mm) corners of the velocity grid: outside it the velocity is zero."""
     wm_intensity: float
+
+
+def _grid_sample_coordinates(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """3x4 map from MNI mm to grid_sample's normalised (z, y, x) coordinates of a volume."""
+    size = np.array(shape, dtype=np.float64)
+    voxel_from_world = np.linalg.inv(affine)[:3]
+    # align_corners=True: index 0 -> -1, index n-1 -> +1; grid_sample wants (W, H, D) = (z, y, x)
+    normalise = np.diag(2.0 / (size - 1.0))
+    to_grid = np.concatenate([normalise @ voxel_from_world[:, :3], normalise @ voxel_from_world[:, 3:] - 1.0], axis=1)
+    return to_grid[::-1].astype(np.float32)
+
+
+def _ventricle_velocity_field(template: MniTemplate) -> tuple[np.ndarray, np.ndarray]:
+    """Minus the gradient of the smoothed ventricle mask, scaled to a peak speed of 1 mm.
+
+    It points out of the ventricles across their walls, so its flow thickens them along their
+    normals. It is computed on a crop around the ventricles (zero beyond), with its affine.
+    """
+    margin = int(math.ceil(3 * VENTRICLE_SMOOTHING_MM))  # the speed there is ~1 % of its peak
+    index = np.argwhere(template.ventricles)
+    low = np.maximum(index.min(axis=0) - margin, 0)
+    high = np.minimum(index.max(axis=0) + margin + 1, template.ventricles.shape)
+    crop = template.ventricles[low[0] : high[0], low[1] : high[1], low[2] : high[2]].astype(np.float32)
+    step = np.abs(np.diag(template.affine)[:3])
+    smooth = ndimage.gaussian_filter(crop, VENTRICLE_SMOOTHING_MM / step, mode="constant")
+    gradient = np.stack(np.gradient(smooth, *step))
+    world_gradient = np.sign(np.diag(template.affine)[:3])[:, None, None, None] * gradient
+    velocity = -world_gradient / np.sqrt((world_gradient**2).sum(axis=0)).max()
+    affine = np.array(template.affine)
+    affine[:3, 3] = template.affine[:3, :3] @ low + template.affine[:3, 3]
+    return np.ascontiguousarray(velocity, dtype=np.float32), affine
+
+
+def _world_box(shape: tuple[int, ...], affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    corners = np.array([[0, 0, 0], np.array(shape) - 1], dtype=np.float64)
+    world = corners @ affine[:3, :3].T + affine[:3, 3]
+    return world.min(axis=0).astype(np.float32), world.max(axis=0).astype(np.float32)
 
 
 @lru_cache(maxsize=4)
@@ -149,47 +193,30 @@ def _prepare(spacing: float) -> _Prepared:
         maps = np.stack([ndimage.gaussian_filter(m, sigma, mode="constant") for m in maps])
     tensor = torch.from_numpy(np.ascontiguousarray(maps, dtype=np.float32))[None]
 
-    shape = np.array(template.t1.shape, dtype=np.float64)
-    voxel_from_world = np.linalg.inv(template.affine)[:3]
-    # align_corners=True: index 0 -> -1, index n-1 -> +1; grid_sample wants (W, H, D) = (z, y, x)
-    normalise = np.diag(2.0 / (shape - 1.0))
-    to_grid = np.concatenate([normalise @ voxel_from_world[:, :3], (normalise @ voxel_from_world[:, 3:]) - 1.0], axis=1)
-    to_grid = to_grid[::-1].copy()
-
-    world = voxel_world_coordinates(template.t1.shape, template.affine)
-    brain_points = world[:, template.brain]
-    low, high = brain_points.min(axis=1), brain_points.max(axis=1)
-    left = template.ventricles & (world[0] < 0.0)
-    right = template.ventricles & (world[0] >= 0.0)
-    sigma_voxels = VENTRICLE_SMOOTHING_MM / np.abs(np.diag(template.affine)[:3])
-    weights = np.stack([np.clip(2.0 * ndimage.gaussian_filter(m.astype(np.float32), sigma_voxels), 0.0, 1.0) for m in (left, right)])
+    to_grid = _grid_sample_coordinates(template.t1.shape, template.affine)
+    index = np.argwhere(template.brain)
+    corners = np.stack([index.min(axis=0), index.max(axis=0)]).astype(np.float64)
+    world_corners = corners @ template.affine[:3, :3].T + template.affine[:3, 3]
+    low, high = world_corners.min(axis=0), world_corners.max(axis=0)
+    velocity, velocity_affine = _ventricle_velocity_field(template)
     return _Prepared(
         maps=tensor,
         world_to_grid=to_grid,
         brain_centre=(low + high) / 2.0,
         brain_radii=(high - low) / 2.0,
-        ventricle_weights=torch.from_numpy(np.ascontiguousarray(weights, dtype=np.float32))[None],
-        ventricle_centres=np.stack([world[:, m].mean(axis=1) for m in (left, right)])[:, :, None].astype(np.float32),
+        ventricle_velocity=torch.from_numpy(velocity)[None],
+        velocity_to_grid=_grid_sample_coordinates(velocity.shape[1:], velocity_affine),
+        velocity_box=_world_box(velocity.shape[1:], velocity_affine),
         wm_intensity=float(template.t1[template.wm > 0.9].mean()),
     )
 
 
-def _sample(maps: torch.Tensor, points: np.ndarray, prepared: _Prepared) -> np.ndarray:
-    """Trilinear values of template-space `maps` [1, C, X, Y, Z] at world points (3, N) -> (C, N)."""
-    to_grid = prepared.world_to_grid.astype(np.float32)
+def _sample(maps: torch.Tensor, points: np.ndarray, to_grid: np.ndarray) -> np.ndarray:
+    """Trilinear values of `maps` [1, C, X, Y, Z] at world points (3, N) -> (C, N); 0 outside."""
     normalised = to_grid[:, :3] @ points + to_grid[:, 3:]
     grid = torch.from_numpy(np.ascontiguousarray(normalised.T)).view(1, 1, 1, -1, 3)
     values = torch.nn.functional.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     return values.view(maps.shape[1], -1).numpy()
-
-
-def _ventricle_velocity(points: np.ndarray, rate: float, prepared: _Prepared) -> np.ndarray:
-    """``rate * sum_h w_h(p) (p - c_h)``: radial growth about each ventricle's centre."""
-    weights = _sample(prepared.ventricle_weights, points, prepared)
-    velocity = np.zeros_like(points)
-    for weight, centre in zip(weights, prepared.ventricle_centres):
-        velocity += weight * (points - centre)
-    return velocity * np.float32(rate)
 
 
 def backward_map(points: np.ndarray, subject: SubjectVariables, prepared: _Prepared) -> np.ndarray:
@@ -199,11 +226,20 @@ def backward_map(points: np.ndarray, subject: SubjectVariables, prepared: _Prepa
     offset = y - centre
     radius2 = ((offset / prepared.brain_radii[:, None].astype(np.float32)) ** 2).sum(axis=0)
     y = centre + offset * (1.0 + np.float32(subject.atrophy) * radius2)
-    # the ventricles' growth is the flow of a smooth velocity field: never folds
-    rate = -math.log(subject.ventricle_growth) / FLOW_STEPS
+    # the ventricles widen along the flow of a smooth velocity field, which never folds;
+    # walking it backwards finds the template point each output point shows
+    dilation = float(np.clip(subject.ventricle_dilation, -MAX_DILATION_MM, MAX_DILATION_MM))
+    step = -np.float32(dilation / FLOW_STEPS)
+    field, to_grid = prepared.ventricle_velocity, prepared.velocity_to_grid
+    # a point further than |dilation| from where the velocity lives never reaches it
+    reach = np.float32(abs(dilation))
+    low, high = prepared.velocity_box[0][:, None] - reach, prepared.velocity_box[1][:, None] + reach
+    moving = np.all(y >= low, axis=0) & np.all(y <= high, axis=0)
+    near = y[:, moving]
     for _ in range(FLOW_STEPS):
-        midpoint = y + 0.5 * _ventricle_velocity(y, rate, prepared)
-        y = y + _ventricle_velocity(midpoint, rate, prepared)
+        midpoint = near + 0.5 * step * _sample(field, near, to_grid)
+        near = near + step * _sample(field, midpoint, to_grid)
+    y[:, moving] = near
     return y
 
 
@@ -222,7 +258,7 @@ def synthesize(subject: SubjectVariables, grid: CohortGrid) -> SyntheticSubject:
     prepared = _prepare(grid.spacing)
     points = voxel_world_coordinates(grid.shape, grid.affine).reshape(3, -1)
     source = backward_map(points, subject, prepared)
-    t1, tissue, ventricles, brain = _sample(prepared.maps, source, prepared).reshape(4, *grid.shape)
+    t1, tissue, ventricles, brain = _sample(prepared.maps, source, prepared.world_to_grid).reshape(4, *grid.shape)
 
     bias = RandBiasField(degree=3, coeff_range=BIAS_COEFFICIENTS, prob=1.0)
     bias.set_random_state(subject.seed)

@@ -2,7 +2,17 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .jukebox_perceptual import JukeboxPerceptualLoss
+from .l1 import L1Loss
+from .mse import MSELoss
+from .perceptual import PerceptualLoss
+from .spectral import SpectralLoss
+
 
 @hookimpl
 def register_components(registry):
-    pass
+    registry.register("loss", "jukebox_perceptual", JukeboxPerceptualLoss)
+    registry.register("loss", "perceptual", PerceptualLoss)
+    registry.register("loss", "spectral", SpectralLoss)
+    registry.register("loss", "mse", MSELoss)
+    registry.register("loss", "l1", L1Loss)

@@ -2,7 +2,16 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .hilbert_curve import HilbertCurve
+from .random import RandomOrder
+from .raster_scan import RasterScan
+from .s_curve import SCurve
+
 
 @hookimpl
 def register_components(registry):
-    pass
+    injected = ("spatial_shape",)
+    registry.register("ordering", "raster_scan", RasterScan, injected=injected)
+    registry.register("ordering", "s_curve", SCurve, injected=injected)
+    registry.register("ordering", "random", RandomOrder, injected=injected)
+    registry.register("ordering", "hilbert_curve", HilbertCurve, injected=injected)

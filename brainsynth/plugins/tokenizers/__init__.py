@@ -2,7 +2,9 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .baseline_vqvae import BaselineVQVAE
+
 
 @hookimpl
 def register_components(registry):
-    pass
+    registry.register("tokenizer", "baseline_vqvae", BaselineVQVAE)

@@ -1,0 +1,39 @@
+"""Conditioning in place of BOS: the sum of the variable vectors replaces the BOS embedding."""
+
+from __future__ import annotations
+
+import torch
+
+from brainsynth.core.data import Variable
+from brainsynth.core.errors import RecipeError
+from brainsynth.core.prior import Conditioning, ConditioningValues
+
+from .embedding import ContinuousEmbedding, VariableEmbedding
+
+
+class BosReplacement(Conditioning):
+    """The embedding at position 0 (BOS) is replaced by the sum of the conditioning vectors."""
+
+    placement = "bos"
+
+    def __init__(
+        self,
+        variables: list[Variable],
+        continuous_embedding: ContinuousEmbedding = "mlp",
+        table: str | None = None,
+        *,
+        model_dim: int,
+        num_levels: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(variables, model_dim)
+        if not self.variables:
+            raise RecipeError("conditioning.variables: bos_replacement needs at least one variable.")
+        self.table = table
+        self.embed = VariableEmbedding(self.variables, model_dim, continuous_embedding, num_levels, "conditioning")
+
+    @property
+    def num_vectors(self) -> int:
+        return 1
+
+    def forward(self, values: ConditioningValues | None) -> torch.Tensor | None:
+        return self.embed(values or {}).sum(dim=1, keepdim=True)

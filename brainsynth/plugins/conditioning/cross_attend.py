@@ -1,0 +1,45 @@
+"""Cross-attention conditioning (the published one): the variable vectors are a context."""
+
+from __future__ import annotations
+
+import torch
+
+from brainsynth.core.data import Variable
+from brainsynth.core.errors import RecipeError
+from brainsynth.core.prior import Conditioning, ConditioningValues
+
+from .embedding import ContinuousEmbedding, VariableEmbedding
+
+
+class CrossAttend(Conditioning):
+    """One context token per variable, attended to by a cross-attention layer in every block.
+
+    `dim` is the context width (default: the model width); the prior's cross-attention projects
+    it, so it may differ from the model width.
+    """
+
+    placement = "context"
+
+    def __init__(
+        self,
+        variables: list[Variable],
+        continuous_embedding: ContinuousEmbedding = "mlp",
+        dim: int | None = None,
+        table: str | None = None,
+        *,
+        model_dim: int,
+        num_levels: dict[str, int] | None = None,
+    ) -> None:
+        width = model_dim if dim is None else dim
+        super().__init__(variables, width)
+        if not self.variables:
+            raise RecipeError("conditioning.variables: cross_attend needs at least one variable.")
+        self.table = table
+        self.embed = VariableEmbedding(self.variables, width, continuous_embedding, num_levels, "conditioning")
+
+    @property
+    def num_vectors(self) -> int:
+        return len(self.variables)
+
+    def forward(self, values: ConditioningValues | None) -> torch.Tensor | None:
+        return self.embed(values or {})

@@ -1,0 +1,39 @@
+"""Prepended conditioning: one vector per variable in front of the sequence."""
+
+from __future__ import annotations
+
+import torch
+
+from brainsynth.core.data import Variable
+from brainsynth.core.errors import RecipeError
+from brainsynth.core.prior import Conditioning, ConditioningValues
+
+from .embedding import ContinuousEmbedding, VariableEmbedding
+
+
+class Prepend(Conditioning):
+    """The variable vectors are placed in front of BOS (in recipe order); their outputs are dropped."""
+
+    placement = "prepend"
+
+    def __init__(
+        self,
+        variables: list[Variable],
+        continuous_embedding: ContinuousEmbedding = "mlp",
+        table: str | None = None,
+        *,
+        model_dim: int,
+        num_levels: dict[str, int] | None = None,
+    ) -> None:
+        super().__init__(variables, model_dim)
+        if not self.variables:
+            raise RecipeError("conditioning.variables: prepend needs at least one variable.")
+        self.table = table
+        self.embed = VariableEmbedding(self.variables, model_dim, continuous_embedding, num_levels, "conditioning")
+
+    @property
+    def num_vectors(self) -> int:
+        return len(self.variables)
+
+    def forward(self, values: ConditioningValues | None) -> torch.Tensor | None:
+        return self.embed(values or {})

@@ -1,0 +1,230 @@
+"""``baseline_vqvae``: the original's VQ-VAE (reference §2.1), in 3D or 2D.
+
+Encoder: `levels` stages of [strided conv, activation, R slim residual layers], then a 3x3 conv to
+the code size. Decoder: a 3x3 conv from the code size, then `levels` stages of [R slim residual
+layers, transposed conv (or sub-pixel up-sampling at the last stage), activation except last].
+Channels: ``channels // 2`` at every stage but the deepest, which has ``channels``.
+
+Parameter names mirror the original's one-to-one (``encoder.<i>...``, ``decoder.<i>...``, see
+`original_weights.convert_original_state_dict`); the paper configuration has 28,189,473
+parameters, the 2048 x 32 codebook included.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from monai.networks.blocks import SubpixelUpsample
+from monai.networks.layers.factories import Conv
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from brainsynth.core.errors import RecipeError
+from brainsynth.core.plugins import registry
+from brainsynth.core.tokenizer import Codebook, Tokenizer
+
+from .blocks import ACTIVATIONS, OUTPUT_ACTIVATIONS, residual_stack
+
+DownParameters = tuple[int, int, int, int]
+"""(kernel, stride, padding, dilation) of one encoder stage."""
+UpParameters = tuple[int, int, int, int, int]
+"""(kernel, stride, padding, output_padding, dilation) of one decoder stage."""
+
+
+def _conv_output(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _transposed_output(size: int, kernel: int, stride: int, padding: int, output_padding: int, dilation: int) -> int:
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+class BaselineVQVAE(Tokenizer):
+    """The original's VQ-VAE: strided convs, slim residual layers, one codebook.
+
+    Args:
+        spatial_dims: 3 for volumes, 2 for images.
+        in_channels: image channels (the original 3D network has 1).
+        channels: width of the deepest stage; the other stages have half.
+        levels: number of stride-2 stages (4 in the paper: 160x224x160 -> 10x14x10).
+        num_res_layers: slim residual layers per stage.
+        downsample_parameters: one (kernel, stride, padding, dilation) per level.
+        upsample_parameters: one (kernel, stride, padding, output_padding, dilation) per level.
+        embedding_dim: code size D (pre-/post-quantisation convolutions map to and from it).
+        codebook: the codebook block, e.g. ``{name: ema, num_embeddings: 2048, decay: 0.5}``.
+        dropout: dropout inside the residual layers.
+        act: hidden activation.
+        output_act: optional activation of the reconstruction (none in the paper).
+        use_subpixel_conv: replace the last transposed conv by MONAI's sub-pixel up-sampler.
+        checkpointing: recompute the residual stacks in the backward pass (activation
+            checkpointing) to save memory at the cost of about one extra forward pass.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: Literal[2, 3] = 3,
+        in_channels: int = 1,
+        channels: int = 256,
+        levels: int = 4,
+        num_res_layers: int = 3,
+        downsample_parameters: list[DownParameters] | None = None,
+        upsample_parameters: list[UpParameters] | None = None,
+        embedding_dim: int = 32,
+        codebook: dict[str, Any] | None = None,
+        dropout: float = 0.0,
+        act: Literal["relu", "leakyrelu", "elu", "silu", "gelu"] = "relu",
+        output_act: Literal["sigmoid", "tanh", "relu"] | None = None,
+        use_subpixel_conv: bool = False,
+        checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        down = list(downsample_parameters) if downsample_parameters is not None else [(4, 2, 1, 1)] * levels
+        up = list(upsample_parameters) if upsample_parameters is not None else [(4, 2, 1, 0, 1)] * levels
+        self._check(spatial_dims, in_channels, channels, levels, num_res_layers, down, up, embedding_dim, dropout)
+        self.spatial_dims = spatial_dims
+        self.in_channels = in_channels
+        self.channels = channels
+        self.downsample_parameters = [tuple(p) for p in down]
+        self.upsample_parameters = [tuple(p) for p in up]
+        self.use_subpixel_conv = use_subpixel_conv
+        self.checkpointing = checkpointing
+        self.encoder = self._build_encoder(spatial_dims, in_channels, channels, num_res_layers, down, embedding_dim, dropout, act)
+        self.decoder = self._build_decoder(
+            spatial_dims, in_channels, channels, num_res_layers, up, embedding_dim, dropout, act, output_act, use_subpixel_conv
+        )
+        self.codebook = build_codebook(codebook, embedding_dim)
+
+    @staticmethod
+    def _check(spatial_dims, in_channels, channels, levels, num_res_layers, down, up, embedding_dim, dropout) -> None:
+        def fail(message: str) -> None:
+            raise RecipeError(f"tokenizer 'baseline_vqvae': {message}")
+
+        if spatial_dims not in (2, 3):
+            fail(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
+        if levels < 1:
+            fail(f"levels must be >= 1, got {levels}.")
+        if channels < 2 or channels % 2:
+            fail(f"channels must be an even number >= 2 (the shallow stages use channels // 2), got {channels}.")
+        for key, value in (("in_channels", in_channels), ("embedding_dim", embedding_dim)):
+            if value < 1:
+                fail(f"{key} must be >= 1, got {value}.")
+        if num_res_layers < 0:
+            fail(f"num_res_layers must be >= 0, got {num_res_layers}.")
+        if not 0.0 <= dropout < 1.0:
+            fail(f"dropout must be in [0, 1), got {dropout}.")
+        for key, values, width, meaning in (
+            ("downsample_parameters", down, 4, "(kernel, stride, padding, dilation)"),
+            ("upsample_parameters", up, 5, "(kernel, stride, padding, output_padding, dilation)"),
+        ):
+            if len(values) != levels:
+                fail(f"{key} has {len(values)} entries but levels is {levels}; give one {meaning} per level.")
+            for i, value in enumerate(values):
+                if len(value) != width or any(int(v) != v or v < 0 for v in value):
+                    fail(f"{key}[{i}] must be {width} non-negative integers {meaning}, got {list(value)}.")
+
+    @staticmethod
+    def _build_encoder(spatial_dims, in_channels, channels, num_res_layers, down, embedding_dim, dropout, act) -> nn.Sequential:
+        conv = Conv[Conv.CONV, spatial_dims]
+        half, last = channels // 2, len(down) - 1
+        layers: list[nn.Module] = []
+        for i, (kernel, stride, padding, dilation) in enumerate(down):
+            width = channels if i == last else half
+            layers += [
+                conv(in_channels if i == 0 else half, width, kernel, stride=stride, padding=padding, dilation=dilation),
+                ACTIVATIONS[act][0](),
+                residual_stack(spatial_dims, width, num_res_layers, dropout, act),
+            ]
+        layers.append(conv(channels, embedding_dim, kernel_size=3, padding=1))
+        return nn.Sequential(*layers)
+
+    @staticmethod
+    def _build_decoder(
+        spatial_dims, out_channels, channels, num_res_layers, up, embedding_dim, dropout, act, output_act, subpixel
+    ) -> nn.Sequential:
+        conv = Conv[Conv.CONV, spatial_dims]
+        transposed = Conv[Conv.CONVTRANS, spatial_dims]
+        half, last = channels // 2, len(up) - 1
+        layers: list[nn.Module] = [conv(embedding_dim, channels, kernel_size=3, padding=1)]
+        for i, (kernel, stride, padding, output_padding, dilation) in enumerate(up):
+            width = channels if i == 0 else half
+            target = out_channels if i == last else half
+            layers.append(residual_stack(spatial_dims, width, num_res_layers, dropout, act))
+            if i == last and subpixel:
+                layers.append(SubpixelUpsample(spatial_dims, width, target, scale_factor=stride, apply_pad_pool=True, bias=True))
+            else:
+                layers.append(
+                    transposed(width, target, kernel, stride=stride, padding=padding,
+                               output_padding=output_padding, dilation=dilation)
+                )
+            if i != last:
+                layers.append(ACTIVATIONS[act][0]())
+        if output_act is not None:
+            layers.append(OUTPUT_ACTIVATIONS[output_act]())
+        return nn.Sequential(*layers)
+
+    def _run(self, stages: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        recompute = self.checkpointing and self.training and torch.is_grad_enabled()
+        for module in stages:
+            if recompute and isinstance(module, nn.Sequential) and len(module):
+                x = checkpoint(module, x, use_reentrant=False)
+            else:
+                x = module(x)
+        return x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"baseline_vqvae expects [batch, {self.in_channels}, {self.spatial_dims} spatial dims], "
+                f"got {tuple(x.shape)}"
+            )
+        return self._run(self.encoder, x)
+
+    def decode(self, quantized: torch.Tensor) -> torch.Tensor:
+        return self._run(self.decoder, quantized)
+
+    def token_grid(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
+        grid = []
+        for size in spatial_shape:
+            for kernel, stride, padding, dilation in self.downsample_parameters:
+                size = _conv_output(size, kernel, stride, padding, dilation)
+            grid.append(int(size))
+        return tuple(grid)
+
+    def output_shape(self, grid: Sequence[int]) -> tuple[int, ...]:
+        shape = []
+        last = len(self.upsample_parameters) - 1
+        for size in grid:
+            for i, (kernel, stride, padding, output_padding, dilation) in enumerate(self.upsample_parameters):
+                if i == last and self.use_subpixel_conv:
+                    size = size * stride
+                else:
+                    size = _transposed_output(size, kernel, stride, padding, output_padding, dilation)
+            shape.append(int(size))
+        return tuple(shape)
+
+    @property
+    def last_layer_weight(self) -> torch.Tensor:
+        for module in reversed(list(self.decoder.modules())):
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, nn.Parameter):
+                return weight
+        raise RuntimeError("the decoder has no weighted layer")
+
+    def downsampling_factor(self) -> int:
+        """Voxels per token along one axis when every level has stride s (16 in the paper)."""
+        return math.prod(p[1] for p in self.downsample_parameters)
+
+
+def build_codebook(block: dict[str, Any] | None, embedding_dim: int) -> Codebook:
+    """Build the codebook a tokenizer's ``codebook:`` block names (default: ``ema``)."""
+    block = dict(block or {})
+    name = block.pop("name", "ema")
+    component = registry().get("codebook", name)
+    params = component.schema.validate(block, path=("codebook",), owner=f"codebook '{name}'")
+    codebook = component.build(params, embedding_dim=embedding_dim)
+    if not isinstance(codebook, Codebook):
+        raise RecipeError(f"codebook '{name}' ({component.provider}) does not build a brainsynth Codebook.")
+    return codebook

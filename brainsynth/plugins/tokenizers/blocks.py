@@ -1,0 +1,53 @@
+"""Building blocks of the baseline VQ-VAE: activations and the slim residual layer."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from monai.networks.layers.factories import Conv, Dropout
+from torch import nn
+
+ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], Callable[[torch.Tensor], torch.Tensor]]] = {
+    "relu": (functools.partial(nn.ReLU, inplace=True), functools.partial(F.relu, inplace=True)),
+    "leakyrelu": (
+        functools.partial(nn.LeakyReLU, 0.01, inplace=True),
+        functools.partial(F.leaky_relu, negative_slope=0.01, inplace=True),
+    ),
+    "elu": (functools.partial(nn.ELU, inplace=True), functools.partial(F.elu, inplace=True)),
+    "silu": (functools.partial(nn.SiLU, inplace=True), functools.partial(F.silu, inplace=True)),
+    "gelu": (nn.GELU, F.gelu),
+}
+"""Hidden activations: a module factory and the same function; in place wherever torch allows."""
+
+OUTPUT_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+class SlimResidualLayer(nn.Sequential):
+    """``act(x + conv1x1(dropout(act(conv3x3(x)))))`` at constant width (reference §2.1).
+
+    A `nn.Sequential` so that its parameters are named ``0.weight`` (3x3x3) and ``3.weight``
+    (1x1x1) exactly as in the original; the outer activation is a plain function.
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, dropout: float = 0.0, act: str = "relu") -> None:
+        conv = Conv[Conv.CONV, spatial_dims]
+        hidden_act, self_act = ACTIVATIONS[act]
+        drop = Dropout[Dropout.DROPOUT, spatial_dims](dropout) if dropout > 0 else nn.Identity()
+        super().__init__(
+            conv(channels, channels, kernel_size=3, padding=1),
+            hidden_act(),
+            drop,
+            conv(channels, channels, kernel_size=1),
+        )
+        self._output_act = self_act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._output_act(x + super().forward(x))
+
+
+def residual_stack(spatial_dims: int, channels: int, layers: int, dropout: float, act: str) -> nn.Sequential:
+    """`layers` slim residual layers in a row (an empty stack is the identity)."""
+    return nn.Sequential(*(SlimResidualLayer(spatial_dims, channels, dropout, act) for _ in range(layers)))
