@@ -211,8 +211,9 @@ def test_bad_volumes_raise_one_clear_error_naming_the_file(tmp_path, kind, expec
     assert "applying transform" not in message and isinstance(error.value, DataError)
 
 
-def test_a_volume_removed_after_listing_is_named_when_loaded(tmp_path):
-    source = _source(tmp_path, {"gone": np.ones((3, 3, 3), np.float32)})
+@pytest.mark.parametrize("cache", ["none", "memory", "disk"])
+def test_a_volume_removed_after_listing_is_named_when_loaded(tmp_path, cache):
+    source = _source(tmp_path, {"gone": np.ones((3, 3, 3), np.float32)}, cache=cache, cache_dir=str(tmp_path / "c"))
     (tmp_path / "gone.nii.gz").unlink()
     with pytest.raises(VolumeError, match="gone.nii.gz: cannot read this image"):
         source.split("train")[0]

@@ -127,13 +127,17 @@ def list_subjects(source: str | os.PathLike) -> list[Subject]:
     source = Path(source)
     if source.is_dir():
         paths = sorted(
-            p for p in source.iterdir() if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES) and not p.name.startswith(".")
+            p
+            for p in source.iterdir()
+            if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES) and not p.name.startswith(".")
         )
         if not paths:
             raise DataError(f"{source}: no .nii or .nii.gz files in this folder.")
         return _unique([Subject(subject_name(p), p) for p in paths], source)
     if not source.exists():
-        raise DataError(f"{source}: no such folder or table. Give a folder of NIfTI files or a csv/tsv with a 'path' column.")
+        raise DataError(
+            f"{source}: no such folder or table. Give a folder of NIfTI files or a csv/tsv with a 'path' column."
+        )
     header, rows = read_table(source)
     if "path" not in header:
         raise DataError(f"{source}: no 'path' column.{_rename_hint('path', header)} Columns: {', '.join(header)}.")
@@ -296,23 +300,38 @@ class VolumeSource(DataSource):
             return self._bases[name]
         items = [{IMAGE_KEY: str(s.path), "subject": s.name, "path": str(s.path)} for s in self.subjects(name)]
         transform = Compose(preprocessing_transforms(self.settings))
+        error = None
         try:
             if self.cache == "memory":
-                base: Sequence = CacheDataset(items, transform, cache_rate=1.0, num_workers=None, progress=False, copy_cache=True)
+                base: Sequence = CacheDataset(
+                    items, transform, cache_rate=1.0, num_workers=None, progress=False, copy_cache=True
+                )
             elif self.cache == "disk":
                 for item in items:
-                    stat = Path(item["path"]).stat()
-                    item["stamp"] = f"{stat.st_size}:{stat.st_mtime_ns}"
+                    item["stamp"] = _file_stamp(Path(item["path"]))
                 base = PersistentDataset(items, transform, cache_dir=self.disk_cache_folder())
             else:
                 base = MonaiDataset(items, transform)
-        except Exception as exc:  # CacheDataset loads everything now
+        except Exception as exc:  # CacheDataset loads every volume now
             error = find_brainsynth_error(exc)
             if error is None:
                 raise
-            raise error from None
+        if error is not None:
+            raise error
         self._bases[name] = base
         return base
+
+
+def _file_stamp(path: Path) -> str:
+    """Size and modification time: part of a disk-cache key, so an edited file is read again."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise VolumeError(
+            f"{path}: cannot read this image ({type(exc).__name__}: {exc.strerror}). "
+            "Fix the path or remove the subject."
+        ) from exc
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -391,13 +410,18 @@ class VariableMapping:
         """Fit on the training values of `variable` (`where` names the table for messages)."""
         if variable.kind == "categorical":
             if variable.equalize:
-                raise RecipeError(f"conditioning variable '{variable.column}': equalize applies to continuous variables only.")
+                raise RecipeError(
+                    f"conditioning variable '{variable.column}': equalize applies to continuous variables only."
+                )
             unique: dict[tuple, Value] = {}
             for value in values:
                 unique.setdefault(_level_key(value), value)
             return cls(variable, levels=[unique[key] for key in sorted(unique)])
         if variable.kind != "continuous":
-            raise RecipeError(f"conditioning variable '{variable.column}': kind must be 'continuous' or 'categorical', got {variable.kind!r}.")
+            raise RecipeError(
+                f"conditioning variable '{variable.column}': kind must be 'continuous' or 'categorical', "
+                f"got {variable.kind!r}."
+            )
         numbers = np.array([_as_number(v, variable.column, where) for v in values], dtype=np.float64)
         if np.unique(numbers).size < 2:
             raise DataError(
@@ -414,7 +438,10 @@ class VariableMapping:
             return cls(variable, offset=float(numbers.min()), scale=float(numbers.max() - numbers.min()))
         if variable.normalize == "zscore":
             return cls(variable, offset=float(numbers.mean()), scale=float(numbers.std()))
-        raise RecipeError(f"conditioning variable '{variable.column}': normalize must be 'minmax' or 'zscore', got {variable.normalize!r}.")
+        raise RecipeError(
+            f"conditioning variable '{variable.column}': normalize must be 'minmax' or 'zscore', "
+            f"got {variable.normalize!r}."
+        )
 
     def encode(self, values: Sequence[Any] | np.ndarray, where: str = "") -> np.ndarray:
         """Raw values -> codes (float64)."""
@@ -557,7 +584,8 @@ class ConditioningTable:
             if variable.column == SUBJECT_COLUMN or variable.column not in header:
                 raise DataError(
                     f"{path}: conditioning column '{variable.column}' is not in the table."
-                    f"{did_you_mean(variable.column, header)} Columns: {', '.join(c for c in header if c != SUBJECT_COLUMN)}."
+                    f"{did_you_mean(variable.column, header)} "
+                    f"Columns: {', '.join(c for c in header if c != SUBJECT_COLUMN)}."
                 )
         if len({v.column for v in variables}) != len(variables):
             raise RecipeError(f"conditioning variables name a column twice: {', '.join(v.column for v in variables)}.")
@@ -581,7 +609,10 @@ class ConditioningTable:
         fit_subjects = list(rows) if subjects is None else [subject_name(s) for s in subjects]
         kept = table.select(fit_subjects, missing=missing)
         if not kept:
-            raise DataError(f"{path}: no training subject is left to fit the conditioning on. {table.report()}")
+            dropped = "; ".join(f"{subject}: {reason}" for subject, reason in sorted(table.dropped.items()))
+            raise DataError(
+                f"{path}: no training subject is left to fit the conditioning on (dropped {dropped or 'none'})."
+            )
         where = str(path)
         table.mappings = [VariableMapping.fit(v, [_parse(rows[s][v.column]) for s in kept], where) for v in variables]
         table.subjects = kept
@@ -617,7 +648,10 @@ class ConditioningTable:
         for m in self.mappings:
             if m.column == column:
                 return m
-        raise DataError(f"no conditioning variable '{column}'.{did_you_mean(column, self.columns)} Variables: {', '.join(self.columns)}.")
+        raise DataError(
+            f"no conditioning variable '{column}'.{did_you_mean(column, self.columns)} "
+            f"Variables: {', '.join(self.columns)}."
+        )
 
     def _require_rows(self) -> dict[str, Mapping[str, str]]:
         if self._rows is None:
@@ -712,8 +746,8 @@ class ConditioningTable:
             value = _parse(rows[key][WEIGHT_COLUMN]) if key in rows else None
             if isinstance(value, str) or value is None or not math.isfinite(value) or value < 0:
                 raise DataError(
-                    f"{self.path}: subject '{key}' has weight {rows.get(key, {}).get(WEIGHT_COLUMN)!r}; weights must be "
-                    "finite numbers >= 0."
+                    f"{self.path}: subject '{key}' has weight {rows.get(key, {}).get(WEIGHT_COLUMN)!r}; "
+                    "weights must be finite numbers >= 0."
                 )
             out.append(float(value))
         weights = torch.tensor(out, dtype=torch.float64)
@@ -733,7 +767,9 @@ class ConditioningTable:
         try:
             mappings = [VariableMapping.from_dict(m) for m in state["mappings"]]
         except (KeyError, TypeError) as exc:
-            raise DataError(f"the saved conditioning mapping is malformed ({exc!r}); was it written by brainsynth?") from exc
+            raise DataError(
+                f"the saved conditioning mapping is malformed ({exc!r}); was it written by brainsynth?"
+            ) from exc
         return cls([m.variable for m in mappings], mappings, weights=bool(state.get("weights", False)))
 
 

@@ -67,14 +67,18 @@ class VolumeError(DataError):
 
 
 def find_brainsynth_error(exc: BaseException) -> BrainsynthError | None:
-    """The first `BrainsynthError` in `exc`'s cause chain (MONAI wraps transform errors)."""
+    """The first `BrainsynthError` in `exc`'s ``raise ... from`` chain.
+
+    MONAI wraps an exception raised inside a transform as ``RuntimeError(...) from exc``, once
+    per level of Compose and Dataset; this finds the user's error underneath.
+    """
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, BrainsynthError):
             return current
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        current = current.__cause__
     return None
 
 
@@ -105,7 +109,8 @@ def parse_roi(roi: Roi | None) -> ParsedRoi | None:
         return ParsedRoi(size=size)  # type: ignore[arg-type]
     pairs = []
     for axis, pair in enumerate(items):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
+        is_pair = isinstance(pair, (list, tuple)) and len(pair) == 2
+        if not is_pair or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
             raise RecipeError(
                 f"roi: axis {axis} must be an int size or a [start, end) pair of ints, got {pair!r}."
             )

@@ -2,7 +2,15 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .baseline_discriminator import BaselineDiscriminator
+from .hinge import Hinge
+from .least_square import LeastSquare
+from .non_saturating import NonSaturating
+
 
 @hookimpl
 def register_components(registry):
-    pass
+    registry.register("discriminator", "baseline_discriminator", BaselineDiscriminator)
+    registry.register("adversarial_loss", "least_square", LeastSquare)
+    registry.register("adversarial_loss", "hinge", Hinge)
+    registry.register("adversarial_loss", "non_saturating", NonSaturating)

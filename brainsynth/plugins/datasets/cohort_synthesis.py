@@ -1,23 +1,27 @@
 """Synthetic subjects from the MNI ICBM152 2009a template, with known ventricular and brain volume.
 
 Each subject is the template seen through one smooth backward map (output point -> template
-point), composed of three radial parts, none of which folds space:
+point), composed of three parts, none of which folds space:
 
 1. head size: an isotropic scale about the brain centre (men larger by ~3.6 % in length, with
    individual noise);
 2. atrophy: ``x = c + (y - c)(1 + a r^2)`` with ``r`` the ellipsoidal radius (1 at the brain's
    outer edge), so the cortex moves inwards while the centre stays put; ``a`` grows with age;
-3. ventricular enlargement: the flow of the velocity field ``log(g) sum_h w_h(p) (p - c_h)``,
-   with ``c_h`` the centre of the left or right lateral ventricle and ``w_h`` its mask smoothed
-   (1 inside, 0 a few mm outside). Inside the ventricles this is a radial scaling by ``g`` about
-   their centre; the tissue around them is pushed aside and compressed; far away nothing moves.
-   Being the flow of a smooth field, it cannot fold. ``g`` grows with age.
+3. ventricular enlargement: the flow, for ``d`` mm, of the velocity field ``-grad(G * V)``
+   scaled to a peak speed of 1 (``V`` the template's lateral-ventricle mask, ``G`` a Gaussian of
+   `VENTRICLE_SMOOTHING_MM`). It points out of the ventricles across their walls, i.e. radially
+   away from their centre line, so their walls move out by up to ``d`` mm while the tissue
+   around them is pushed aside and compressed, and nothing moves a few mm further out. Being
+   the flow of a smooth field it never folds, and a negative ``d`` narrows the ventricles.
+   ``d`` grows with age. (A scaling about one centre point does not suit these thin, C-shaped
+   cavities: it either barely enlarges them or drags the whole deep brain with them.)
 
-The four maps (T1, GM+WM, ventricular CSF, brain mask) are first blurred to the output spacing
-(Gaussian with a FWHM of the spacing) and then sampled once at the mapped points with trilinear
-interpolation. The recorded volumes are the sums of the warped tissue maps on the output grid,
-i.e. measured on what was written, not derived from the parameters. A smooth multiplicative bias
-field (MONAI `RandBiasField`) and Gaussian noise inside the brain complete the T1.
+The four maps (T1, GM+WM, ventricular CSF = CSF probability inside the ventricle mask grown by
+one voxel, brain mask) are first blurred to the output spacing (Gaussian with a FWHM of the
+spacing) and then sampled once at the mapped points with trilinear interpolation. The recorded
+volumes are the sums of the warped tissue maps on the output grid, i.e. measured on what was
+written, not derived from the parameters. A smooth multiplicative bias field (MONAI
+`RandBiasField`) and Gaussian noise inside the brain complete the T1.
 """
 
 from __future__ import annotations
@@ -88,9 +92,8 @@ def draw_subject(index: int, seed: int) -> SubjectVariables:
     head_scale = 1.0 + HEAD_SCALE_BY_SEX * (2 * sex - 1) + HEAD_SCALE_NOISE * float(rng.standard_normal())
     years = age - AGE_RANGE[0]
     atrophy = max(0.0, ATROPHY_PER_YEAR * years + ATROPHY_NOISE * float(rng.standard_normal()))
-    dilation = (
-        VENTRICLE_DILATION_AT_45 + VENTRICLE_DILATION_PER_YEAR * years + VENTRICLE_DILATION_NOISE * float(rng.standard_normal())
-    )
+    dilation = VENTRICLE_DILATION_AT_45 + VENTRICLE_DILATION_PER_YEAR * years
+    dilation += VENTRICLE_DILATION_NOISE * float(rng.standard_normal())
     return SubjectVariables(
         name=f"sub-{index:04d}",
         age=round(age, 2),

@@ -77,6 +77,14 @@ def _matches(folder: Path, settings: dict) -> bool:
         return False
 
 
+def _describe(folder: Path) -> str:
+    try:
+        settings = json.loads((folder / "cohort.json").read_text())
+        return ", ".join(f"{key} {value}" for key, value in settings.items() if key != "generator")
+    except (OSError, ValueError, AttributeError):
+        return "unreadable cohort.json"
+
+
 def _write_table(path: Path, header: list[str], rows: list[list]) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
@@ -99,9 +107,8 @@ def _write_cohort(folder: Path, settings: dict) -> None:
         image.set_qform(grid.affine, code=4)
         relative = f"images/{variables.name}.nii.gz"
         nib.save(image, str(folder / relative))
-        conditioning.append(
-            [variables.name, f"{variables.age:.2f}", variables.sex, f"{subject.ventricular_volume:.3f}", f"{subject.brain_volume:.3f}"]
-        )
+        volumes = [f"{subject.ventricular_volume:.3f}", f"{subject.brain_volume:.3f}"]
+        conditioning.append([variables.name, f"{variables.age:.2f}", variables.sex, *volumes])
         lists["val" if index in val else "train"].append([relative, variables.name])
     _write_table(folder / "conditioning.tsv", list(CONDITIONING_COLUMNS), conditioning)
     for name, rows in lists.items():
@@ -127,7 +134,7 @@ def build_demo_cohort(
         return folder
     if (folder / "cohort.json").exists():
         raise BrainsynthError(
-            f"{folder}: holds a demo cohort built with other settings ({(folder / 'cohort.json').read_text().strip()}). "
+            f"{folder}: holds a demo cohort built with other settings ({_describe(folder)}). "
             "Choose another folder, or delete this one."
         )
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -190,9 +197,12 @@ class DemoCohort(VolumeSource):
             augmentation_probability=augmentation_probability,
             augmentation_strength=augmentation_strength,
         )
-        folder = Path(directory) if directory is not None else default_cohort_folder(subjects, spacing, seed, val_fraction)
+        if directory is None:
+            folder = default_cohort_folder(subjects, spacing, seed, val_fraction)
+        else:
+            folder = Path(directory)
         self.directory = build_demo_cohort(folder, subjects, spacing, seed, val_fraction)
-        splits = {"train": list_subjects(self.directory / "train.tsv"), "val": list_subjects(self.directory / "val.tsv")}
+        splits = {name: list_subjects(self.directory / f"{name}.tsv") for name in ("train", "val")}
         super().__init__(
             splits, settings, cache=cache, cache_dir=cache_dir, conditioning_table=self.directory / "conditioning.tsv"
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainsynth.core.data import DataSource, Subject, subject_name
 from brainsynth.core.errors import DataError
 
 META_FILE = "tokens.json"
@@ -58,10 +59,10 @@ class TokenGrids(torch.utils.data.Dataset):
                 f"{path}: token {int(grid.max()) if grid.max() >= self.num_embeddings else int(grid.min())} "
                 f"is outside the codebook [0, {self.num_embeddings}). The grid comes from another tokenizer."
             )
-        return {"tokens": torch.from_numpy(grid.astype(np.int64)), "subject": path.stem}
+        return {"tokens": torch.from_numpy(grid.astype(np.int64)), "subject": subject_name(path)}
 
 
-class TokenDataset:
+class TokenDataset(DataSource):
     """Token grids for training a prior, split into train and (optionally) val."""
 
     def __init__(self, train: str, val: str | None = None, num_embeddings: int | None = None) -> None:
@@ -88,10 +89,16 @@ class TokenDataset:
         return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
 
     @property
-    def splits(self) -> list[str]:
-        return list(self.files)
+    def splits(self) -> tuple[str, ...]:
+        return tuple(self.files)
 
-    def split(self, name: str, train: bool = False) -> TokenGrids:
+    def subjects(self, name: str) -> list[Subject]:
+        return [Subject(subject_name(path), path) for path in self._files(name)]
+
+    def _files(self, name: str) -> list[Path]:
         if name not in self.files:
             raise DataError(f"data: no '{name}' split; give data.{name}.")
-        return TokenGrids(self.files[name], self.num_embeddings)
+        return self.files[name]
+
+    def split(self, name: str, train: bool = False) -> TokenGrids:
+        return TokenGrids(self._files(name), self.num_embeddings)

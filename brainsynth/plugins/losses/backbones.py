@@ -128,15 +128,15 @@ class MedicalNetBackbone(FrozenBackbone):
 def _weights_file(backbone: str, weights: str | None, wanted: str) -> Path:
     if weights is None:
         raise RecipeError(
-            f"perceptual backbone '{backbone}' needs a local weights file and none is set. Put {wanted} on "
-            f"this machine and set 'weights: /path/to/file' in the loss block. brainsynth never downloads "
-            f"weights; for tests and demos use 'backbone: random' instead."
+            f"perceptual backbone '{backbone}' needs a local weights file and none is set. It needs {wanted}: "
+            f"copy that file to this machine and set 'weights: /path/to/file' in the loss block. brainsynth "
+            f"never downloads weights; for tests and demos use 'backbone: random' instead."
         )
     path = Path(weights).expanduser()
     if not path.is_file():
         raise CheckpointError(
-            f"perceptual backbone '{backbone}': weights file {path} does not exist. It must be {wanted}; "
-            f"copy it to that path or point 'weights:' at it."
+            f"perceptual backbone '{backbone}': weights file {path} does not exist. It needs {wanted}: "
+            f"copy that file to {path} or point 'weights:' at where it is."
         )
     return path
 

@@ -141,7 +141,8 @@ def measure_morphology(image, affine: np.ndarray | torch.Tensor | None = None) -
     rim = ndimage.binary_dilation(core) & region & ~core
     rim_fraction = np.clip((wm - array[rim]) / (wm - csf), 0.0, 1.0)
     ventricles = float(core.sum()) + float(rim_fraction.sum())
-    return Morphology(ventricular_volume=ventricles * voxel_ml, brain_volume=float(tissue.sum(dtype=np.float64)) * voxel_ml)
+    brain = float(tissue.sum(dtype=np.float64))
+    return Morphology(ventricular_volume=ventricles * voxel_ml, brain_volume=brain * voxel_ml)
 
 
 def measure_many(images, affine: np.ndarray | torch.Tensor | None = None) -> list[Morphology]:

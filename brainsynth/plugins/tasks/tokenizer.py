@@ -119,3 +119,322 @@ class TokenizerTask(Task):
 
     def run(self, run: Run) -> dict[str, Any]:
         return getattr(self, run.mode)(run)
+
+    # -- building ------------------------------------------------------------------------------
+    def _network(self, run: Run):
+        return run.build("network").to(run.device)
+
+    def _loader(self, run: Run, dataset, train: bool, sampler=None) -> torch.utils.data.DataLoader:
+        config = run.recipe["train"]
+        return torch.utils.data.DataLoader(
+            dataset,
+            batch_size=config["batch_size"] if train else 1,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            drop_last=train and len(dataset) >= config["batch_size"] * run.dist.world_size,
+            num_workers=config["num_workers"],
+        )
+
+    def _load_trained(self, run: Run, network) -> dict[str, Any]:
+        name = run.recipe["outputs"]["checkpoint"]
+        path = run.checkpoints / f"{name}.pt"
+        if not path.is_file():
+            raise RunError(f"{path}: no '{name}' checkpoint in this run; train it first (--mode train).")
+        state = load_checkpoint(path, task=run.recipe.task, modules={"network": network}, restore_rng=False)
+        network.eval()
+        return state
+
+    # -- train ---------------------------------------------------------------------------------
+    def train(self, run: Run) -> dict[str, Any]:
+        recipe = run.recipe
+        config = recipe["train"]
+        data = run.build("data")
+        network = self._network(run)
+        loss_fn = run.build("loss").to(run.device)
+        run.say(f"loss: {loss_fn.describe() if hasattr(loss_fn, 'describe') else type(loss_fn).__name__}")
+        adversarial = recipe["adversarial"]
+        use_adversarial = adversarial["weight"] > 0
+        if use_adversarial and recipe["discriminator"] is None:
+            raise RunError("adversarial.weight > 0 needs a discriminator block (e.g. discriminator: {name: baseline_discriminator}).")
+        discriminator = run.build("discriminator").to(run.device) if use_adversarial else None
+        criterion = run.build("adversarial_loss") if use_adversarial else None
+
+        train_set = data.split("train", train=True)
+        sampler = None
+        if run.dist.is_distributed:
+            sampler = torch.utils.data.DistributedSampler(
+                train_set, num_replicas=run.dist.world_size, rank=run.dist.rank, shuffle=True, seed=recipe["seed"]
+            )
+        generator = torch.Generator().manual_seed(recipe["seed"])
+        loader = self._loader(run, train_set, train=True, sampler=sampler)
+        loader.generator = generator
+        if len(loader) == 0:
+            raise RunError(f"data: the train split has no full batch of size {config['batch_size']}.")
+        total_steps = config["epochs"] * len(loader)
+        g_model = distributed.wrap(network, run.dist, broadcast_buffers=False)
+        g_opt = build_optimizer(network.parameters(), recipe["optimizer"])
+        g_sched = build_scheduler(g_opt, recipe["optimizer"], total_steps)
+        g_scaler = grad_scaler(recipe["precision"], run.device)
+        modules = {"network": network}
+        optimizers, schedulers, scalers = {"network": g_opt}, {"network": g_sched}, {"network": g_scaler}
+        if use_adversarial:
+            d_model = distributed.wrap(discriminator, run.dist, broadcast_buffers=False)
+            d_opt = build_optimizer(discriminator.parameters(), recipe["discriminator_optimizer"])
+            d_sched = build_scheduler(d_opt, recipe["discriminator_optimizer"], total_steps)
+            d_scaler = grad_scaler(recipe["precision"], run.device)
+            modules["discriminator"] = discriminator
+            optimizers["discriminator"], schedulers["discriminator"], scalers["discriminator"] = d_opt, d_sched, d_scaler
+        best_metric = config["best_metric"]
+        tracker = BestTracker(best_metric, DIRECTIONS[best_metric])
+        start_epoch, step, space = 0, 0, None
+        last = run.checkpoints / "last.pt"
+        if run.resume and last.is_file():
+            state = load_checkpoint(last, task=recipe.task, modules=modules, optimizers=optimizers, schedulers=schedulers, scalers=scalers)
+            start_epoch, step = state["epoch"], state["step"]
+            tracker.best = state["extra"].get("best")
+            space = state["extra"].get("space")
+            generator.set_state(state["extra"]["data_rng"])
+            run.say(f"resumed from {last} at epoch {start_epoch}")
+
+        metrics: dict[str, Any] = {}
+        evaluations = 0
+        for epoch in range(start_epoch, config["epochs"]):
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+            network.train()
+            network.codebook.on_epoch_start(epoch + 1, iterations_per_epoch=len(loader), batch_size=config["batch_size"])
+            adv_weight = self._adversarial_weight(adversarial, epoch) if use_adversarial else 0.0
+            with run.progress(len(loader), f"tokenizer epoch {epoch + 1}/{config['epochs']}") as bar:
+                for batch in loader:
+                    image = batch["image"].to(run.device)
+                    if space is None:
+                        space = {"affine": _affine(batch["image"], 0).tolist(), "spatial_shape": list(image.shape[2:])}
+                    with autocast(recipe["precision"], run.device):
+                        out = g_model(image)
+                    recon = out.reconstruction.float()
+                    rec = loss_fn(recon, image.float())
+                    g_loss = rec.total + out.quantization_loss
+                    logged = {"loss": g_loss.item(), "quantization": out.quantization_loss.item(),
+                              "perplexity": out.perplexity.item(), "code_usage": out.code_usage.item()}
+                    logged.update({k: v.item() for k, v in rec.components.items()})
+                    if use_adversarial and adv_weight > 0:
+                        with autocast(recipe["precision"], run.device):
+                            fake_logits = d_model(recon)
+                        adv = criterion.generator_loss(fake_logits)
+                        weight = adv_weight
+                        if adversarial["adaptive"]:
+                            weight = weight * self._adaptive_weight(rec.total, adv, network)
+                        g_loss = g_loss + weight * adv
+                        logged.update({"generator_adversarial": adv.item(), "adversarial_weight": float(weight)})
+                    g_opt.zero_grad(set_to_none=True)
+                    g_scaler.scale(g_loss).backward()
+                    self._step(g_opt, g_scaler, network, recipe["optimizer"])
+                    g_sched.step()
+                    if use_adversarial:
+                        with autocast(recipe["precision"], run.device):
+                            real_logits = d_model(image)
+                            fake_logits = d_model(recon.detach())
+                        d_loss = criterion.discriminator_loss(real_logits, fake_logits)
+                        d_opt.zero_grad(set_to_none=True)
+                        d_scaler.scale(d_loss).backward()
+                        self._step(d_opt, d_scaler, discriminator, recipe["discriminator_optimizer"])
+                        d_sched.step()
+                        logged["discriminator"] = d_loss.item()
+                    step += 1
+                    bar.update(loss=logged["loss"])
+                    if step % config["log_every"] == 0:
+                        logged["lr"] = g_sched.get_last_lr()[0]
+                        logged.update(network.codebook.summaries())
+                        run.log.log(step, logged, epoch=epoch + 1)
+            metrics = {"epoch": epoch + 1, "step": step, "train_loss": logged["loss"]}
+            improved = False
+            if "val" in data.splits and (epoch + 1) % config["eval_every"] == 0:
+                evaluation = self._evaluate_split(run, network, data.split("val", train=False))
+                evaluations += 1
+                summary = evaluation["summary"]
+                run.log.log(step, summary, split="val", epoch=epoch + 1)
+                if evaluations % config["image_every"] == 0 and run.dist.is_main and evaluation["example"] is not None:
+                    real, recon = evaluation["example"]
+                    run.log.log_image("val/real_vs_reconstruction", np.concatenate([_mid_slices(real), _mid_slices(recon)], axis=0), step)
+                metrics.update({f"val_{k}": v for k, v in summary.items()})
+                improved = tracker.update(summary[best_metric])
+            if run.dist.is_main:
+                extra = {"best": tracker.best, "best_metric": best_metric, "data_rng": generator.get_state(),
+                         "metrics": metrics, "space": space}
+                save_checkpoint(last, task=recipe.task, recipe=recipe.text(), modules=modules, optimizers=optimizers,
+                                schedulers=schedulers, scalers=scalers, epoch=epoch + 1, step=step, extra=extra)
+                if improved or "val" not in data.splits:
+                    save_checkpoint(run.checkpoints / "best.pt", task=recipe.task, recipe=recipe.text(),
+                                    modules={"network": network}, epoch=epoch + 1, step=step, extra=extra)
+        if tracker.best is not None:
+            metrics[f"best_val_{best_metric}"] = tracker.best
+        return metrics
+
+    @staticmethod
+    def _step(optimizer, scaler, module, config) -> None:
+        if config["grad_clip"]:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), config["grad_clip"])
+        scaler.step(optimizer)
+        scaler.update()
+
+    @staticmethod
+    def _adversarial_weight(config: dict, epoch: int) -> float:
+        """The adversarial weight of 0-based `epoch`: off before start, then a linear warm-up."""
+        if epoch < config["start_epoch"]:
+            return 0.0
+        if config["warmup_epochs"] <= 0:
+            return config["weight"]
+        return config["weight"] * min(1.0, (epoch - config["start_epoch"] + 1) / config["warmup_epochs"])
+
+    @staticmethod
+    def _adaptive_weight(reconstruction_loss, adversarial_loss, network) -> float:
+        """VQGAN's ratio of gradient norms at the decoder's last layer (clamped to [0, 1e4])."""
+        last = network.last_layer_weight
+        rec_grad = torch.autograd.grad(reconstruction_loss, last, retain_graph=True)[0]
+        adv_grad = torch.autograd.grad(adversarial_loss, last, retain_graph=True)[0]
+        return float(torch.clamp(rec_grad.norm() / (adv_grad.norm() + 1e-4), 0.0, 1e4).detach())
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def _metrics(self, run: Run) -> dict[str, Any]:
+        blocks = run.recipe["metrics"] or [{"name": n} for n in ("ms_ssim", "mae", "mse", "psnr")]
+        return {block["name"]: run.registry.build("metric", block) for block in blocks}
+
+    @torch.no_grad()
+    def _evaluate_split(self, run: Run, network, dataset) -> dict[str, Any]:
+        """Per-subject reconstruction metrics (this rank's share) and their all-reduced means."""
+        metrics = self._metrics(run)
+        was_training = network.training
+        network.eval()
+        indices = range(run.dist.rank, len(dataset), run.dist.world_size)
+        rows, example = [], None
+        for index in indices:
+            item = dataset[index]
+            image = item["image"].unsqueeze(0).to(run.device)
+            with autocast(run.recipe["precision"], run.device):
+                out = network(image)
+            recon = out.reconstruction.float().clamp(0, 1) if image.min() >= 0 else out.reconstruction.float()
+            row = {"subject": item["subject"]}
+            for name, metric in metrics.items():
+                row[name] = float(metric(recon, image.float()).mean())
+            row["perplexity"] = float(out.perplexity)
+            row["code_usage"] = float(out.code_usage)
+            rows.append(row)
+            if example is None:
+                example = (image[0], recon[0])
+        keys = [k for k in rows[0] if k != "subject"] if rows else list(metrics) + ["perplexity", "code_usage"]
+        sums = {k: sum(r[k] for r in rows) for k in keys}
+        count = len(rows)
+        if run.dist.is_distributed:
+            values = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=run.device)
+            torch.distributed.all_reduce(values)
+            sums = {k: values[i].item() for i, k in enumerate(keys)}
+            count = int(values[-1].item())
+        network.train(was_training)
+        summary = {k: sums[k] / max(count, 1) for k in keys}
+        return {"rows": rows, "summary": summary, "example": example}
+
+    def evaluate(self, run: Run) -> dict[str, Any]:
+        """Reconstruction metrics of every subject of the chosen splits, as csv tables."""
+        data = run.build("data")
+        network = self._network(run)
+        self._load_trained(run, network)
+        out_dir = run.directory / "evaluation"
+        results = {}
+        for split in run.recipe["outputs"]["splits"] or data.splits:
+            evaluation = self._evaluate_split(run, network, data.split(split, train=False))
+            if run.dist.is_main:
+                out_dir.mkdir(exist_ok=True)
+                rows = evaluation["rows"]
+                with open(out_dir / f"{split}.csv", "w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                    writer.writeheader()
+                    writer.writerows(rows)
+            results[split] = evaluation["summary"]
+            run.say(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in evaluation["summary"].items()))
+        return results
+
+    # -- extract -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def extract(self, run: Run) -> dict[str, Any]:
+        """Token grids (uint16 ``.npy``) of every subject, plus reconstructions if asked."""
+        data = run.build("data")
+        network = self._network(run)
+        state = self._load_trained(run, network)
+        outputs = run.recipe["outputs"]
+        if network.num_embeddings > np.iinfo(np.uint16).max + 1:
+            raise RunError(f"a codebook of {network.num_embeddings} codes does not fit uint16 tokens.")
+        counts = {}
+        for split in outputs["splits"] or data.splits:
+            folder = run.directory / "tokens" / split
+            recon_folder = run.directory / "reconstructions" / split
+            dataset = data.split(split, train=False)
+            affines, grid = {}, None
+            folder.mkdir(parents=True, exist_ok=True)
+            with run.progress(len(dataset), f"extract {split}") as bar:
+                for index in range(run.dist.rank, len(dataset), run.dist.world_size):
+                    item = dataset[index]
+                    image = item["image"].unsqueeze(0).to(run.device)
+                    network.check_spatial_shape(image.shape[2:])
+                    tokens = network.encode_tokens(image)[0].cpu().numpy().astype(np.uint16)
+                    grid = list(tokens.shape)
+                    affine = _affine(item["image"], 0)
+                    affines[item["subject"]] = affine.tolist()
+                    tmp = folder / f".{item['subject']}.npy.tmp"
+                    with open(tmp, "wb") as handle:
+                        np.save(handle, tokens)
+                    tmp.replace(folder / f"{item['subject']}.npy")
+                    if outputs["reconstructions"]:
+                        recon_folder.mkdir(parents=True, exist_ok=True)
+                        recon = network.decode_tokens(torch.from_numpy(tokens.astype(np.int64))[None].to(run.device))
+                        _write_nifti(recon_folder / f"{item['subject']}.nii.gz", recon[0], affine)
+                    bar.update()
+            if run.dist.is_distributed:
+                gathered = [None] * run.dist.world_size
+                torch.distributed.all_gather_object(gathered, affines)
+                affines = {k: v for part in gathered for k, v in part.items()}
+            if run.dist.is_main:
+                meta = {"num_embeddings": network.num_embeddings, "grid": grid,
+                        "space": state["extra"].get("space"), "affines": affines}
+                (folder / TOKENS_META).write_text(json.dumps(meta))
+            counts[split] = len(affines)
+            run.say(f"extract {split}: {len(affines)} token grids in {folder}")
+        return {"tokens": counts}
+
+    # -- decode ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(self, run: Run) -> dict[str, Any]:
+        """Token grids -> NIfTI volumes in the space the tokenizer was trained in."""
+        network = self._network(run)
+        state = self._load_trained(run, network)
+        source = Path(run.recipe["outputs"]["tokens"] or run.directory / "tokens")
+        files = sorted(source.rglob("*.npy")) if source.is_dir() else []
+        if not files:
+            raise DataError(f"{source}: no .npy token grids to decode; set outputs.tokens to a folder of them.")
+        space = state["extra"].get("space") or {}
+        default_affine = np.asarray(space.get("affine", np.eye(4)))
+        out_root = run.directory / "decoded"
+        written = 0
+        with run.progress(len(files), "decode") as bar:
+            for index in range(run.dist.rank, len(files), run.dist.world_size):
+                path = files[index]
+                grid = np.load(path, allow_pickle=False)
+                if not np.issubdtype(grid.dtype, np.integer):
+                    raise DataError(f"{path}: token grids hold integers, this file holds {grid.dtype}.")
+                if grid.size and (grid.min() < 0 or grid.max() >= network.num_embeddings):
+                    bad = int(grid.max()) if grid.max() >= network.num_embeddings else int(grid.min())
+                    raise DataError(
+                        f"{path}: token {bad} is outside this tokenizer's codebook [0, {network.num_embeddings}); "
+                        f"the grid comes from another tokenizer."
+                    )
+                meta_path = path.parent / TOKENS_META
+                affines = json.loads(meta_path.read_text()).get("affines", {}) if meta_path.is_file() else {}
+                affine = np.asarray(affines.get(path.stem, default_affine))
+                volume = network.decode_tokens(torch.from_numpy(grid.astype(np.int64))[None].to(run.device))
+                target = out_root / path.parent.relative_to(source)
+                target.mkdir(parents=True, exist_ok=True)
+                _write_nifti(target / f"{path.stem}.nii.gz", volume[0], affine)
+                written += 1
+                bar.update()
+        run.say(f"decode: {written} volumes in {out_root}")
+        return {"decoded": written}

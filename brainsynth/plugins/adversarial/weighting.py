@@ -1,0 +1,52 @@
+"""Weights of the adversarial term: a linear warm-up and the VQGAN adaptive weight.
+
+The adaptive weight (Esser et al. 2021) balances the generator's adversarial term against the
+reconstruction loss by the ratio of their gradient norms at the decoder's last layer. Under DDP
+the wrapper has no ``last_layer_weight``: `last_layer_weight` unwraps it first (the original
+called the method on the wrapper and failed).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def warmup_factor(epoch: float, start: float, length: float) -> float:
+    """0 before `start`, rising linearly to 1 over `length` epochs, then 1 (1 throughout if length is 0)."""
+    if length <= 0:
+        return 1.0 if epoch >= start else 0.0
+    return min(1.0, max(0.0, (epoch - start) / length))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return model
+        model = inner
+
+
+def last_layer_weight(model: nn.Module) -> torch.Tensor:
+    """The decoder's last weight of a tokenizer, wrapped or not."""
+    return unwrap(model).last_layer_weight
+
+
+def adaptive_weight(
+    reconstruction_loss: torch.Tensor,
+    generator_loss: torch.Tensor,
+    last_layer: torch.Tensor,
+    max_weight: float = 1.0e4,
+    eps: float = 1.0e-4,
+) -> torch.Tensor:
+    """``|dL_rec/dW| / (|dL_adv/dW| + eps)`` at `last_layer`, clamped to [0, max_weight], detached.
+
+    Both losses must still have their graphs; they are kept (``retain_graph``) for the backward
+    pass that follows. ``torch.autograd.grad`` does not accumulate into ``.grad``, so DDP's
+    gradient hooks do not fire here.
+    """
+    reconstruction_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
+    generator_grad = torch.autograd.grad(generator_loss, last_layer, retain_graph=True)[0]
+    weight = reconstruction_grad.norm() / (generator_grad.norm() + eps)
+    return weight.clamp(0.0, max_weight).detach()
