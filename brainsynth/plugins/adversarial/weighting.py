@@ -12,17 +12,24 @@ import torch
 from torch import nn
 
 
-def warmup_factor(epoch: float, start: float, length: float) -> float:
-    """0 before `start`, rising linearly to 1 over `length` epochs, then 1 (1 throughout if length is 0)."""
+def warmup_factor(epoch: float, start: float = 0.0, length: float = 0.0) -> float:
+    """0 before `start`, then rising linearly to 1 over `length` epochs (a step at `start` if 0).
+
+    `epoch` is 0-based and may be fractional (``epoch + iteration / iterations_per_epoch``).
+    """
+    if epoch < start:
+        return 0.0
     if length <= 0:
-        return 1.0 if epoch >= start else 0.0
-    return min(1.0, max(0.0, (epoch - start) / length))
+        return 1.0
+    return min(1.0, (epoch - start) / length)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
     while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(model, "_orig_mod", None)
         if not isinstance(inner, nn.Module):
             return model
         model = inner
@@ -42,9 +49,9 @@ def adaptive_weight(
 ) -> torch.Tensor:
     """``|dL_rec/dW| / (|dL_adv/dW| + eps)`` at `last_layer`, clamped to [0, max_weight], detached.
 
-    Both losses must still have their graphs; they are kept (``retain_graph``) for the backward
-    pass that follows. ``torch.autograd.grad`` does not accumulate into ``.grad``, so DDP's
-    gradient hooks do not fire here.
+    Both losses keep their graphs (``retain_graph``) for the backward pass that follows.
+    ``torch.autograd.grad`` does not accumulate into ``.grad``, so DDP's gradient hooks do not
+    fire here; pass ``last_layer_weight(ddp_model)``.
     """
     reconstruction_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
     generator_grad = torch.autograd.grad(generator_loss, last_layer, retain_graph=True)[0]

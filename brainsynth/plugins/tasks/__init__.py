@@ -2,9 +2,11 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .tokenizer import TokenizerTask
 from .transformer import TransformerTask
 
 
 @hookimpl
 def register_components(registry):
+    registry.register("task", "tokenizer", TokenizerTask)
     registry.register("task", "transformer", TransformerTask)

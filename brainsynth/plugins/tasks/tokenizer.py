@@ -27,7 +27,7 @@ from brainsynth.core.training import (
 )
 
 TOKENS_META = "tokens.json"
-DIRECTIONS = {"ms_ssim": "max", "mae": "min", "mse": "min", "psnr": "max"}
+DEFAULT_METRICS = ("ms_ssim", "mae", "mse", "psnr")
 
 
 @dataclasses.dataclass
@@ -43,8 +43,8 @@ class TokenizerTrainConfig:
     image_every: int = 1
     """Log mid-slice images every N evaluations."""
     num_workers: int = 0
-    best_metric: Literal["ms_ssim", "mae", "mse", "psnr"] = "ms_ssim"
-    """The evaluation metric that picks ``best.pt`` (maximised or minimised as it should be)."""
+    best_metric: str = "ms_ssim"
+    """The evaluation metric that picks ``best.pt`` (maximised or minimised as the metric says)."""
 
 
 @dataclasses.dataclass
@@ -185,7 +185,10 @@ class TokenizerTask(Task):
             modules["discriminator"] = discriminator
             optimizers["discriminator"], schedulers["discriminator"], scalers["discriminator"] = d_opt, d_sched, d_scaler
         best_metric = config["best_metric"]
-        tracker = BestTracker(best_metric, DIRECTIONS[best_metric])
+        metric_objects = self._metrics(run)
+        if best_metric not in metric_objects:
+            raise RunError(f"train.best_metric: '{best_metric}' is not among the metrics ({', '.join(metric_objects)}).")
+        tracker = BestTracker(best_metric, "max" if metric_objects[best_metric].higher_is_better else "min")
         start_epoch, step, space = 0, 0, None
         last = run.checkpoints / "last.pt"
         if run.resume and last.is_file():
@@ -297,7 +300,7 @@ class TokenizerTask(Task):
 
     # -- evaluation ------------------------------------------------------------------------------
     def _metrics(self, run: Run) -> dict[str, Any]:
-        blocks = run.recipe["metrics"] or [{"name": n} for n in ("ms_ssim", "mae", "mse", "psnr")]
+        blocks = run.recipe["metrics"] or [{"name": n} for n in DEFAULT_METRICS]
         return {block["name"]: run.registry.build("metric", block) for block in blocks}
 
     @torch.no_grad()

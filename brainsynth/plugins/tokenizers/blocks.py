@@ -45,7 +45,9 @@ class SlimResidualLayer(nn.Sequential):
         self._output_act = self_act
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._output_act(x + super().forward(x))
+        branch = super().forward(x)
+        branch += x  # in place: the 1x1 conv's output is needed by nothing else; saves a full-size copy
+        return self._output_act(branch)
 
 
 def residual_stack(spatial_dims: int, channels: int, layers: int, dropout: float, act: str) -> nn.Sequential:
