@@ -55,7 +55,7 @@ def test_jukebox_perceptual_weights_its_parts_and_scores_three_views():
     assert loss.is_random_backbone and "NOT a perceptual loss" in loss.describe()
     seen = []
     backbone = loss.perceptual.backbone
-    loss.perceptual.backbone = lambda x, y: seen.append(tuple(x.shape)) or backbone(x, y)
+    backbone.register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape)))
     target = torch.rand(2, 1, 8, 12, 16)
     reconstruction = (target + 0.1 * torch.randn_like(target)).requires_grad_()
     out = loss(reconstruction, target)

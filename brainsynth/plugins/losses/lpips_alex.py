@@ -77,11 +77,12 @@ class AlexTrunk(nn.Module):
 
 
 class LinearHead(nn.Module):
-    """LPIPS calibration: a non-negative 1x1 conv per tap (dropout is off: always eval)."""
+    """LPIPS calibration: a non-negative 1x1 conv per tap. The trained LPIPS has a dropout at
+    index 0, inactive at evaluation; here it is an identity so the weights keep their names."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.model = nn.Sequential(nn.Dropout(), nn.Conv2d(channels, 1, 1, bias=False))
+        self.model = nn.Sequential(nn.Identity(), nn.Conv2d(channels, 1, 1, bias=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
