@@ -13,7 +13,10 @@ prints both counts. Measured:
 Every measurement runs in its own subprocess. Peak memory is the process's high-water mark
 (``ru_maxrss``) minus the high-water mark it had reached after importing both libraries, running
 one tiny conv forward/backward (thread pools, oneDNN) and allocating the input: the same rule
-for every network. Runs alternate between the networks so that a machine whose load drifts
+for every network. The subprocesses run with ``MALLOC_MMAP_THRESHOLD_=1048576`` so that glibc
+returns every freed block of 1 MB or more to the system at once: without it, freed activations
+stay cached in the heap by chance, and the high-water mark of the same network varies by about
+100 MB from run to run. Runs alternate between the networks so that a machine whose load drifts
 penalises none of them, and the time of a measurement is its fastest timed step (the one least
 disturbed by other processes; the median is printed too).
 
@@ -129,7 +132,7 @@ def worker(spec: dict) -> dict:
 
 
 def measure(spec: dict) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]))
+    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MALLOC_MMAP_THRESHOLD_="1048576")
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env, check=False
     )

@@ -216,9 +216,13 @@ class CachedDecoder:
                 k_cache, v_cache = keys[index], values[index]
                 k_cache[:, :, t] = qk[:, h:, 0]
                 v_cache[:, :, t] = projected[:, 2 * inner : 3 * inner].view(batch, h, dh)
-                out = F.scaled_dot_product_attention(
-                    qk[:, :h], k_cache[:, :, : t + 1], v_cache[:, :, : t + 1], attn_mask=bias, scale=scale
-                ).reshape(batch, inner)
+                k_seen, v_seen = k_cache[:, :, : t + 1], v_cache[:, :, : t + 1]
+                if bias is None:
+                    out = F.scaled_dot_product_attention(qk[:, :h], k_seen, v_seen, scale=scale)
+                else:  # cheaper than SDPA's masked CPU path for a single query
+                    scores = torch.add(bias, torch.matmul(qk[:, :h], k_seen.transpose(-1, -2)), alpha=scale)
+                    out = torch.matmul(scores.softmax(dim=-1), v_seen)
+                out = out.reshape(batch, inner)
                 if gated:
                     out = out * torch.sigmoid(projected[:, 3 * inner :])
                 out = F.linear(out, w_out)

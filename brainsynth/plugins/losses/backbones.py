@@ -22,7 +22,7 @@ from torch import nn
 
 from brainsynth.core.errors import CheckpointError, RecipeError
 
-from .lpips_alex import BlurPool2d, _load_strict, _read, installed_stlpips_weights, load_lpips_alex, unit_normalize
+from .lpips_alex import BlurPool2d, installed_stlpips_weights, load_lpips_alex, load_strict, read_state_dict, unit_normalize
 
 BACKBONES = ("alex", "medicalnet", "random")
 MEDICALNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
@@ -102,8 +102,8 @@ class MedicalNetBackbone(FrozenBackbone):
     def __init__(self, weights: Path, depth: int) -> None:
         super().__init__()
         self.net = ResNetFeatures(f"resnet{depth}", pretrained=False, spatial_dims=3, in_channels=1)
-        state = _read(weights, f"MedicalNet ResNet-{depth} weights")
-        _load_strict(self.net, state, weights, f"MONAI ResNet-{depth} (MedicalNet layout)")
+        state = read_state_dict(weights, f"MedicalNet ResNet-{depth} weights")
+        load_strict(self.net, state, weights, f"MONAI ResNet-{depth} (MedicalNet layout)")
         self.label = f"MedicalNet ResNet-{depth} from {weights}"
         self.freeze()
 

@@ -93,7 +93,7 @@ def unit_normalize(features: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
     return features / (features.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
 
 
-def lpips_distance(trunk: nn.Module, heads: nn.ModuleList, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def lpips_distance(trunk: nn.Module, heads: list[nn.Module], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-image LPIPS between `x` and `y` (already scaled): sum over taps of the spatial mean of
     the head-weighted squared difference of unit-normalised features. The `y` branch runs without
     autograd (it is the target)."""
@@ -135,8 +135,8 @@ class LPIPSAlex(nn.Module):
         self.label = f"LPIPS AlexNet ({layout.replace('_', '-')})"
 
     @property
-    def heads(self) -> nn.ModuleList:
-        return nn.ModuleList(getattr(self, f"lin{i}") for i in range(len(CHANNELS)))
+    def heads(self) -> list[nn.Module]:
+        return [getattr(self, f"lin{i}") for i in range(len(CHANNELS))]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape[1] not in (1, 3):
@@ -154,7 +154,7 @@ def installed_stlpips_weights() -> Path | None:
     return path if path.is_file() else None
 
 
-def _read(path: Path, what: str) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -166,7 +166,7 @@ def _read(path: Path, what: str) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -176,7 +176,7 @@ def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, 
 
 def load_lpips_alex(weights: Path, heads: Path | None = None) -> LPIPSAlex:
     """LPIPS-Alex from local files; the trunk layout is read from the file's keys."""
-    state = _read(weights, "LPIPS AlexNet weights")
+    state = read_state_dict(weights, "LPIPS AlexNet weights")
     if "net.slice1.1.filt" in state:
         model = LPIPSAlex("shift_tolerant")
     elif "net.slice1.0.weight" in state:
@@ -195,13 +195,13 @@ def load_lpips_alex(weights: Path, heads: Path | None = None) -> LPIPSAlex:
             layer, _, param = key.rpartition(".")
             if layer in trunk_keys:
                 trunk[f"{trunk_keys[layer]}.{param}"] = value
-        _load_strict(model.net, trunk, weights, "AlexNet trunk")
-        head_state = _read(heads, "LPIPS heads")
+        load_strict(model.net, trunk, weights, "AlexNet trunk")
+        head_state = read_state_dict(heads, "LPIPS heads")
         for index in range(len(CHANNELS)):
             key = f"lin{index}.model.1.weight"
             if key not in head_state:
                 raise CheckpointError(f"{heads}: no '{key}'; expected the lpips package's v0.1 alex.pth.")
-            _load_strict(getattr(model, f"lin{index}"), {"model.1.weight": head_state[key]}, heads, "LPIPS heads")
+            load_strict(getattr(model, f"lin{index}"), {"model.1.weight": head_state[key]}, heads, "LPIPS heads")
         return model
     else:
         raise CheckpointError(
@@ -210,5 +210,5 @@ def load_lpips_alex(weights: Path, heads: Path | None = None) -> LPIPSAlex:
         )
     state.setdefault("scaling_layer.shift", model.scaling_layer.shift)
     state.setdefault("scaling_layer.scale", model.scaling_layer.scale)
-    _load_strict(model, state, weights, f"LPIPS AlexNet ({model.layout})")
+    load_strict(model, state, weights, f"LPIPS AlexNet ({model.layout})")
     return model

@@ -12,7 +12,6 @@ parameters, the 2048 x 32 codebook included.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -22,7 +21,7 @@ from monai.networks.layers.factories import Conv
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from brainsynth.core.errors import RecipeError
+from brainsynth.core.errors import DataError, RecipeError
 from brainsynth.core.plugins import registry
 from brainsynth.core.tokenizer import Codebook, Tokenizer
 
@@ -176,9 +175,10 @@ class BaselineVQVAE(Tokenizer):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"baseline_vqvae expects [batch, {self.in_channels}, {self.spatial_dims} spatial dims], "
-                f"got {tuple(x.shape)}"
+            raise DataError(
+                f"baseline_vqvae was built for {self.in_channels}-channel {self.spatial_dims}D images "
+                f"[batch, {self.in_channels}, {', '.join('n' * self.spatial_dims)}], got shape {tuple(x.shape)}. "
+                f"Check the data, or the network's spatial_dims and in_channels."
             )
         return self._run(self.encoder, x)
 
@@ -212,10 +212,6 @@ class BaselineVQVAE(Tokenizer):
             if isinstance(weight, nn.Parameter):
                 return weight
         raise RuntimeError("the decoder has no weighted layer")
-
-    def downsampling_factor(self) -> int:
-        """Voxels per token along one axis when every level has stride s (16 in the paper)."""
-        return math.prod(p[1] for p in self.downsample_parameters)
 
 
 def build_codebook(block: dict[str, Any] | None, embedding_dim: int) -> Codebook:

@@ -2,7 +2,12 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .performer import PerformerPrior
+from .xtransformer import XTransformerPrior
+
 
 @hookimpl
 def register_components(registry):
-    pass
+    injected = ("num_tokens", "max_seq_len", "ordering", "conditioning")
+    registry.register("transformer", "xtransformer", XTransformerPrior, injected=injected)
+    registry.register("transformer", "performer", PerformerPrior, injected=injected)
