@@ -14,6 +14,12 @@ over a prefix (``--monai-prefix``) and extrapolated to the full length only if i
 grows linearly with the position (checked on binned medians of the per-step times); the output
 says which numbers are extrapolated. Tokens/s counts every token generated in the batch.
 
+Threads: torch is set to ``--threads`` (2). brainsynth's sampler decodes small batches on one
+intra-op thread by default (its documented policy). To keep the comparison fair, each peer is
+first probed at 1 and at ``--threads`` threads (x-transformers: ``--probe`` generated tokens;
+MONAI: one step at two thirds of the measured length) and then measured with whichever was
+faster; the probe results are printed.
+
     python benchmarks/sampling.py              # full run (~25 min on 2 cores; MONAI dominates)
     python benchmarks/sampling.py --tokens 350 # quick run
 
@@ -140,6 +146,19 @@ def time_monai(transformer, batch: int, tokens: int) -> tuple[float, np.ndarray]
     return stamps[-1] - start, steps
 
 
+def time_monai_step(transformer, batch: int, prefix: int) -> float:
+    """Seconds of one MONAI sampling step at a given prefix length (best of 3 forwards)."""
+    x = torch.full((batch, prefix), 7, dtype=torch.long)
+    context = torch.randn(batch, CONTEXT, DIM)
+    best = float("inf")
+    with torch.inference_mode():
+        for _ in range(3):
+            start = time.perf_counter()
+            transformer(x=x, context=context)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
 def extrapolate(steps: np.ndarray, total: int) -> dict:
     """Fit per-step cost = a + b*t on binned medians; extrapolate to `total` steps only if linear."""
     bins = max(len(steps) // 10, 1)
@@ -157,6 +176,27 @@ def extrapolate(steps: np.ndarray, total: int) -> dict:
             "extrapolated_seconds": seconds if linear else None}
 
 
+def with_threads(threads: int, fn, *args):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def faster_threads(name: str, fn, model, batch: int, probe: int, options: list[int]) -> int:
+    """Probe `fn` at each thread count over `probe` tokens; return the faster count."""
+    rates = {}
+    for threads in options:
+        seconds = with_threads(threads, fn, model, batch, probe)
+        rates[threads] = batch * probe / (seconds[0] if isinstance(seconds, tuple) else seconds)
+    best = max(rates, key=rates.get)
+    shown = ", ".join(f"{t} thread{'s' if t > 1 else ''} {r:.1f} tok/s" for t, r in rates.items())
+    print(f"batch {batch}: probe {name} over {probe} tokens: {shown} -> {best}", flush=True)
+    return best
+
+
 # ---------------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -164,6 +204,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--monai-prefix", type=int, default=350, help="MONAI prefix at batch sizes > 1")
+    parser.add_argument("--probe", type=int, default=64, help="tokens per thread-count probe of each peer")
     parser.add_argument("--skip-monai", action="store_true")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -189,12 +230,22 @@ def main() -> None:
         seconds = time_brainsynth(ours_bias, batch, tokens)
         row["brainsynth_spatial_bias"] = batch * tokens / seconds
         print(f"batch {batch}: brainsynth + spatial bias  {seconds:8.1f} s  {row['brainsynth_spatial_bias']:8.1f} tok/s", flush=True)
-        seconds = time_xtransformers(xt, batch, tokens)
+        thread_options = sorted({1, args.threads})
+        threads = faster_threads("x-transformers", time_xtransformers, xt, batch, args.probe, thread_options)
+        seconds = with_threads(threads, time_xtransformers, xt, batch, tokens)
         row["xtransformers_cached"] = batch * tokens / seconds
-        print(f"batch {batch}: x-transformers cache_kv    {seconds:8.1f} s  {row['xtransformers_cached']:8.1f} tok/s", flush=True)
+        row["xtransformers_threads"] = threads
+        print(f"batch {batch}: x-transformers cache_kv    {seconds:8.1f} s  {row['xtransformers_cached']:8.1f} tok/s"
+              f"  [{threads} thread(s)]", flush=True)
         if monai is not None:
             measured = tokens if batch == 1 else min(tokens, args.monai_prefix)
-            seconds, steps = time_monai(monai, batch, measured)
+            prefix = max(2 * measured // 3, 1)
+            steps_s = {t: with_threads(t, time_monai_step, monai, batch, prefix) for t in thread_options}
+            threads = min(steps_s, key=steps_s.get)
+            shown = ", ".join(f"{t} thread(s) {1e3 * v:.0f} ms" for t, v in steps_s.items())
+            print(f"batch {batch}: probe MONAI step at prefix {prefix}: {shown} -> {threads}", flush=True)
+            row["monai_threads"] = threads
+            seconds, steps = with_threads(threads, time_monai, monai, batch, measured)
             fit = extrapolate(steps, tokens)
             if measured == tokens:
                 row["monai"] = batch * tokens / seconds
@@ -209,7 +260,8 @@ def main() -> None:
                 kind = f"over the first {measured} tokens only (per-token cost not linear, R^2 {fit['r2']:.3f}: not extrapolated)"
                 notes.append(f"MONAI batch {batch}: {kind}")
             row["monai_fit"] = fit
-            print(f"batch {batch}: MONAI (no cache)           {seconds:8.1f} s  {row['monai']:8.2f} tok/s  [{kind}]", flush=True)
+            print(f"batch {batch}: MONAI (no cache)           {seconds:8.1f} s  {row['monai']:8.2f} tok/s  "
+                  f"[{threads} thread(s); {kind}]", flush=True)
         results[f"batch_{batch}"] = row
 
     print("\nratios (tokens/s of brainsynth / peer):")

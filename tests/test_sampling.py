@@ -68,11 +68,12 @@ def test_bos_is_never_chosen_even_when_it_dominates():
 
 def test_sampling_is_batched_seeded_and_restores_training_mode():
     prior = _prior().train()
+    threads = torch.get_num_threads()
     first = sample(prior, conditioning=_values(4), top_k=5, generator=torch.Generator().manual_seed(3), length=25)
     again = sample(prior, conditioning=_values(4), top_k=5, generator=torch.Generator().manual_seed(3), length=25)
     other = sample(prior, conditioning=_values(4), top_k=5, generator=torch.Generator().manual_seed(4), length=25)
     assert first.shape == (4, 25) and torch.equal(first, again) and not torch.equal(first, other)
-    assert prior.training
+    assert prior.training and torch.get_num_threads() == threads
     with pytest.raises(DataError, match="batch_size 2 differs"):
         sample(prior, 2, conditioning=_values(4))
 

@@ -13,7 +13,7 @@ from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
 from brainsynth.core.logging import read_metrics
 
 
-def recipe(cohort, root, name="tok", steps_epochs=2, extra=""):
+def recipe(cohort, root, name="tok", steps_epochs=2, extra="", loss="mse", eval_every=1):
     return (
         "task: tokenizer\n"
         f"experiment: {{name: {name}, root: {root}}}\n"
@@ -26,9 +26,9 @@ def recipe(cohort, root, name="tok", steps_epochs=2, extra=""):
         "  num_res_layers: 1\n"
         "  embedding_dim: 4\n"
         "  codebook: {name: ema, num_embeddings: 32}\n"
-        "loss: {name: jukebox_perceptual, backbone: random}\n"
+        f"loss: {{name: {loss}}}\n"
         "optimizer: {lr: 0.003}\n"
-        f"train: {{epochs: {steps_epochs}, batch_size: 2, log_every: 1}}\n" + extra
+        f"train: {{epochs: {steps_epochs}, batch_size: 2, log_every: 1, eval_every: {eval_every}}}\n" + extra
     )
 
 
@@ -38,7 +38,7 @@ def trained(tmp_path_factory, tiny_cohort):  # noqa: F811
 
     root = tmp_path_factory.mktemp("tokenizer")
     path = root / "tok.yaml"
-    path.write_text(recipe(tiny_cohort, root / "runs", steps_epochs=3))
+    path.write_text(recipe(tiny_cohort, root / "runs", steps_epochs=3, eval_every=3))
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["run", str(path)])
     assert exit_info.value.code == 0
@@ -51,7 +51,7 @@ def test_training_lowers_the_loss(trained):
     assert len(losses) == 24  # 16 training subjects, batch 2, 3 epochs
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     val = [r for r in read_metrics(run_dir / "logs" / "metrics.jsonl") if r["split"] == "val"]
-    assert len(val) == 3 and all(0 < r["ms_ssim"] <= 1 for r in val)
+    assert len(val) == 1 and all(0 < r["ms_ssim"] <= 1 for r in val)
     assert (run_dir / "checkpoints" / "best.pt").is_file()
 
 
@@ -97,7 +97,7 @@ def test_evaluate_writes_tables(trained, run_cli):
 
 def test_adversarial_training_runs(tmp_path, run_cli, tiny_cohort):  # noqa: F811
     path = tmp_path / "adv.yaml"
-    path.write_text(recipe(tiny_cohort, tmp_path / "runs", name="adv", steps_epochs=1, extra=(
+    path.write_text(recipe(tiny_cohort, tmp_path / "runs", name="adv", steps_epochs=1, eval_every=2, extra=(
         "discriminator: {name: baseline_discriminator, channels: 4, num_layers: 2}\n"
         "adversarial: {weight: 0.1, adaptive: true}\n"
     )))

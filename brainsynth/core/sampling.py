@@ -259,7 +259,7 @@ class RecomputingDecoder:
     def __init__(self, prior: Prior, batch_size: int, conditioning: ConditioningValues | None = None) -> None:
         self.prior = prior
         self.conditioning = conditioning
-        device = next(iter(prior.parameters())).device
+        device = _device_of(prior)
         self.tokens = torch.full((batch_size, 1), prior.bos_token, dtype=torch.long, device=device)
 
     def start(self) -> torch.Tensor:
@@ -332,6 +332,7 @@ def sample(
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     length: int | None = None,
+    threads: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Draw token sequences [B, length] in model order (revert them with the ordering).
@@ -339,6 +340,11 @@ def sample(
     `batch_size` defaults to the size of the conditioning values. `length` (default: the prior's
     sequence length) allows a prefix for tests and benchmarks. `use_cache=False` forces the
     recomputing decoder. `progress(i)` is called after each token.
+
+    `threads`: torch intra-op threads while decoding (restored afterwards). By default, decoding
+    on CPU with at most `SMALL_BATCH` sequences uses one thread: each step is a handful of
+    matrix-vector products too small to split, and splitting them made steps 4-8x slower on a
+    busy 2-core machine (benchmarks/sampling.py); otherwise torch's setting is kept.
     """
     check_sampling_options(temperature, top_k, top_p)
     implied = prior.conditioning.batch_size(conditioning) if prior.conditioning is not None else None
@@ -350,9 +356,13 @@ def sample(
     if not 1 <= length <= prior.sequence_length:
         raise ValueError(f"length must be in 1..{prior.sequence_length}, got {length}")
     bos = prior.bos_token
-    was_training = prior.training
+    if threads is None and batch_size <= SMALL_BATCH and _device_of(prior).type == "cpu":
+        threads = 1
+    was_training, previous_threads = prior.training, torch.get_num_threads()
     prior.eval()
     try:
+        if threads is not None:
+            torch.set_num_threads(threads)
         with torch.inference_mode():
             decoder = prior.decoder(batch_size, conditioning) if use_cache else RecomputingDecoder(prior, batch_size, conditioning)
             logits = decoder.start()
@@ -368,7 +378,18 @@ def sample(
                     progress(i)
     finally:
         prior.train(was_training)
+        torch.set_num_threads(previous_threads)
     return tokens
+
+
+SMALL_BATCH = 8
+"""Up to this many sequences, CPU decoding runs on one intra-op thread by default (see `sample`)."""
+
+
+def _device_of(prior: Prior) -> torch.device:
+    for tensor in prior.parameters():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def stack_conditioning(rows: Sequence[dict[str, float]]) -> dict[str, torch.Tensor]:
