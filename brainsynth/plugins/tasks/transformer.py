@@ -62,7 +62,7 @@ class TransformerTask(Task):
         data = run.build("data")
         ordering = run.build("ordering", spatial_shape=data.grid)
         length = len(ordering.sequence(torch.zeros((1, *data.grid), dtype=torch.long))[0])
-        network = run.build("network", num_tokens=data.num_embeddings + 1, max_seq_len=length)
+        network = run.build("network", num_tokens=data.num_embeddings + 1, max_seq_len=length, ordering=ordering)
         return data, ordering, network.to(run.device)
 
     def train(self, run: Run) -> dict[str, Any]:
