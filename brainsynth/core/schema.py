@@ -246,6 +246,8 @@ def check_type(
         for option in args:
             if option is type(None):
                 continue
+            if block_kind(option) and isinstance(value, Mapping):  # its own errors are the useful ones
+                return check_type(value, option, path, locate, nested)
             try:
                 return check_type(value, option, path, locate, nested)
             except RecipeError:

@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 
 from brainsynth.core.errors import DataError, RecipeError
 from brainsynth.core.plugins import registry
+from brainsynth.core.schema import component_block
 from brainsynth.core.tokenizer import Codebook, Tokenizer
 
 from .blocks import ACTIVATIONS, OUTPUT_ACTIVATIONS, residual_stack
@@ -72,7 +73,7 @@ class BaselineVQVAE(Tokenizer):
         downsample_parameters: list[DownParameters] | None = None,
         upsample_parameters: list[UpParameters] | None = None,
         embedding_dim: int = 32,
-        codebook: dict[str, Any] | None = None,
+        codebook: component_block("codebook") | None = None,
         dropout: float = 0.0,
         act: Literal["relu", "leakyrelu", "elu", "silu", "gelu"] = "relu",
         output_act: Literal["sigmoid", "tanh", "relu"] | None = None,
