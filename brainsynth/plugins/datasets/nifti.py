@@ -25,6 +25,8 @@ class NiftiSource(VolumeSource):
         augmentation_strength: the original's strength multiplier (0 = its base ranges).
         cache: ``none``, ``memory`` (MONAI CacheDataset) or ``disk`` (PersistentDataset).
         cache_dir: folder of the disk cache (default: under ``cache_root()/volumes``).
+        conditioning_table: csv/tsv of the subjects' variables (age, sex, volumes...); it is
+            recorded with extracted tokens, so a prior trained on them finds it.
     """
 
     def __init__(
@@ -40,6 +42,7 @@ class NiftiSource(VolumeSource):
         augmentation_strength: float = 0.0,
         cache: Literal["none", "memory", "disk"] = "none",
         cache_dir: str | None = None,
+        conditioning_table: str | None = None,
     ) -> None:
         splits: dict[str, list[Subject]] = {"train": list_subjects(train)}
         if val is not None:
@@ -54,4 +57,4 @@ class NiftiSource(VolumeSource):
             augmentation_probability=augmentation_probability,
             augmentation_strength=augmentation_strength,
         )
-        super().__init__(splits, settings, cache=cache, cache_dir=cache_dir)
+        super().__init__(splits, settings, cache=cache, cache_dir=cache_dir, conditioning_table=conditioning_table)

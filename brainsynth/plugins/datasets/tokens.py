@@ -12,7 +12,9 @@ from brainsynth.core.data import DataSource, Subject, subject_name
 from brainsynth.core.errors import DataError
 
 META_FILE = "tokens.json"
-"""Written by ``extract`` beside the grids: ``{"num_embeddings": K, "grid": [x, y, z]}``."""
+"""Written by ``extract`` beside the grids: codebook size ``num_embeddings``, ``grid``, the
+training ``space`` (affine, spatial shape), per-subject ``affines``, the ``tokenizer_run`` that
+wrote them and the source data's ``conditioning_table`` (None when it has none)."""
 
 
 def _list_token_files(source: Path) -> list[Path]:
@@ -81,6 +83,10 @@ class TokenDataset(DataSource):
         self.num_embeddings = int(num_embeddings)
         first = np.load(self.files["train"][0], mmap_mode="r", allow_pickle=False)
         self.grid = tuple(int(s) for s in first.shape)
+        self.tokenizer_run: str | None = meta.get("tokenizer_run")
+        """The tokenizer run that extracted the grids: what a prior decodes its samples through."""
+        table = meta.get("conditioning_table")
+        self.conditioning_table = Path(table) if table else None
 
     @staticmethod
     def _meta(source: Path) -> dict:
@@ -99,6 +105,15 @@ class TokenDataset(DataSource):
         if name not in self.files:
             raise DataError(f"data: no '{name}' split; give data.{name}.")
         return self.files[name]
+
+    def space(self, name: str, subject: str) -> dict | None:
+        """``{"spatial_shape", "affine"}`` of the volume a subject's grid was extracted from, if recorded."""
+        meta = self._meta(self.sources[name]) if name in self.sources else {}
+        space = dict(meta.get("space") or {})
+        affine = (meta.get("affines") or {}).get(subject_name(subject))
+        if affine is not None:
+            space["affine"] = affine
+        return space or None
 
     def split(self, name: str, train: bool = False) -> TokenGrids:
         return TokenGrids(self._files(name), self.num_embeddings)

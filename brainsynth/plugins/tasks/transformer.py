@@ -1,15 +1,22 @@
-"""The ``transformer`` task: an autoregressive prior over token grids read in an ordering."""
+"""The ``transformer`` task: an autoregressive prior over token grids read in an ordering.
+
+Modes: ``train`` (teacher-forced cross-entropy on pre-extracted token grids, or on volumes
+tokenized on the fly by a frozen tokenizer), ``sample`` (new brains, decoded into NIfTI and PNG)
+and ``likelihood`` (per-token log-likelihood maps in image space). A run saves, with the weights,
+the ordering's permutation and the conditioning table's fitted normalisation, so sampling and
+scoring read values exactly as training did.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from brainsynth.core import distributed
-from brainsynth.core.checkpoint import load_checkpoint, save_checkpoint
+from brainsynth.core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from brainsynth.core.errors import RunError
 from brainsynth.core.runner import Run
 from brainsynth.core.task import Section, Task
@@ -21,6 +28,11 @@ from brainsynth.core.training import (
     build_scheduler,
     grad_scaler,
 )
+
+from .prior_likelihood import LikelihoodConfig, write_likelihood_maps
+from .prior_parts import PriorParts, build_prior_parts
+from .prior_sampling import SampleConfig, write_samples
+from .tokenizer_run import TokenizerSource
 
 
 @dataclasses.dataclass
@@ -34,49 +46,40 @@ class TrainConfig:
     log_every: int = 10
     """Log training loss every N iterations."""
     num_workers: int = 0
-
-
-def _sequences(ordering: Any, tokens: torch.Tensor, bos: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (BOS + all tokens but the last) and targets (all tokens), both [B, L]."""
-    target = ordering.sequence(tokens)
-    bos_column = torch.full((target.shape[0], 1), bos, dtype=target.dtype, device=target.device)
-    return torch.cat([bos_column, target[:, :-1]], dim=1), target
+    weighted: bool = False
+    """Draw training subjects in proportion to the conditioning table's ``weight`` column."""
+    missing: Literal["error", "drop"] = "error"
+    """A subject without a conditioning row or value: stop with an error, or leave it out (listed)."""
 
 
 class TransformerTask(Task):
-    """Train an autoregressive prior on pre-extracted token grids."""
+    """Train an autoregressive prior on token grids; sample brains and likelihood maps from it."""
 
     sections = {
-        "data": Section(kind="dataset", default="tokens", doc="token grids"),
+        "data": Section(kind="dataset", default="tokens", doc="token grids, or volumes with a tokenizer"),
+        "tokenizer": Section(schema=TokenizerSource, doc="the trained tokenizer (decoding, tokens on the fly)"),
         "ordering": Section(kind="ordering", default="raster_scan"),
+        "conditioning": Section(kind="conditioning", default="none"),
         "network": Section(kind="transformer", required=True, doc="the prior network"),
         "optimizer": Section(schema=OptimizerConfig),
         "train": Section(schema=TrainConfig),
+        "sample": Section(schema=SampleConfig),
+        "likelihood": Section(schema=LikelihoodConfig),
     }
-    modes = ("train",)
+    modes = ("train", "sample", "likelihood")
 
     def run(self, run: Run) -> dict[str, Any]:
-        return self.train(run)
+        return getattr(self, run.mode)(run)
 
-    def build(self, run: Run):
-        data = run.build("data")
-        ordering = run.build("ordering", spatial_shape=data.grid)
-        length = len(ordering.sequence(torch.zeros((1, *data.grid), dtype=torch.long))[0])
-        network = run.build("network", num_tokens=data.num_embeddings + 1, max_seq_len=length, ordering=ordering)
-        return data, ordering, network.to(run.device)
-
+    # -- train ---------------------------------------------------------------------------------
     def train(self, run: Run) -> dict[str, Any]:
         recipe = run.recipe
         config = recipe["train"]
-        data, ordering, network = self.build(run)
-        bos = data.num_embeddings
+        parts = build_prior_parts(run, fit_split="train")
+        network = parts.network
         generator = torch.Generator().manual_seed(recipe["seed"])
-        train_set = data.split("train", train=True)
-        sampler = None
-        if run.dist.is_distributed:
-            sampler = torch.utils.data.DistributedSampler(
-                train_set, num_replicas=run.dist.world_size, rank=run.dist.rank, shuffle=True, seed=recipe["seed"]
-            )
+        train_set = parts.dataset("train")
+        sampler = parts.sampler("train", train_set, generator, run.dist, recipe["seed"])
         loader = torch.utils.data.DataLoader(
             train_set,
             batch_size=config["batch_size"],
@@ -88,6 +91,7 @@ class TransformerTask(Task):
         )
         if len(loader) == 0:
             raise RunError(f"data: the train split has no full batch of size {config['batch_size']}.")
+        run.say(parts.describe())
         trained = distributed.wrap(network, run.dist)
         optimizer = build_optimizer(network.parameters(), recipe["optimizer"])
         scheduler = build_scheduler(optimizer, recipe["optimizer"], config["epochs"] * len(loader))
@@ -107,14 +111,14 @@ class TransformerTask(Task):
             run.say(f"resumed from {last} at epoch {start_epoch}")
         metrics: dict[str, Any] = {}
         for epoch in range(start_epoch, config["epochs"]):
-            if sampler is not None:
+            if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
             network.train()
-            with run.progress(len(loader), f"epoch {epoch + 1}/{config['epochs']}") as bar:
+            with run.progress(len(loader), f"prior epoch {epoch + 1}/{config['epochs']}") as bar:
                 for batch in loader:
-                    inputs, target = _sequences(ordering, batch["tokens"].to(run.device), bos)
+                    inputs, target, conditioning = parts.batch(batch, run.device)
                     with autocast(recipe["precision"], run.device):
-                        logits = trained(inputs)
+                        logits = trained(inputs, conditioning)
                     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -130,20 +134,20 @@ class TransformerTask(Task):
                         run.log.log(step, {"ce": loss.item(), "lr": scheduler.get_last_lr()[0]}, epoch=epoch + 1)
             metrics = {"epoch": epoch + 1, "step": step, "train_ce": loss.item()}
             improved = False
-            if "val" in data.splits and (epoch + 1) % config["eval_every"] == 0:
+            if "val" in parts.data.splits and (epoch + 1) % config["eval_every"] == 0:
                 metrics["val_ce"] = distributed.all_reduce_mean(
-                    {"val_ce": self.validate(run, data, ordering, network)}, run.dist
+                    {"val_ce": self.validate(run, parts)}, run.dist
                 )["val_ce"]
                 run.log.log(step, {"ce": metrics["val_ce"]}, split="val", epoch=epoch + 1)
                 improved = tracker.update(metrics["val_ce"])
             if run.dist.is_main:
-                extra = {"best": tracker.best, "data_rng": generator.get_state(), "metrics": metrics}
+                extra = {"best": tracker.best, "data_rng": generator.get_state(), "metrics": metrics, **parts.saved_state()}
                 save_checkpoint(
                     last, task=recipe.task, recipe=recipe.text(), modules=modules,
                     optimizers={"network": optimizer}, schedulers={"network": scheduler},
                     scalers={"network": scaler}, epoch=epoch + 1, step=step, extra=extra,
                 )
-                if improved:
+                if improved or "val" not in parts.data.splits:
                     save_checkpoint(
                         run.checkpoints / "best.pt", task=recipe.task, recipe=recipe.text(), modules=modules,
                         epoch=epoch + 1, step=step, extra=extra,
@@ -153,13 +157,43 @@ class TransformerTask(Task):
         return metrics
 
     @torch.no_grad()
-    def validate(self, run: Run, data, ordering, network) -> float:
+    def validate(self, run: Run, parts: PriorParts) -> float:
+        """Mean per-token cross-entropy over this rank's share of the val split."""
+        network = parts.network
         network.eval()
+        dataset = parts.dataset("val")
+        indices = list(range(run.dist.rank, len(dataset), run.dist.world_size))
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, indices), batch_size=run.recipe["train"]["batch_size"]
+        )
         total, count = 0.0, 0
-        loader = torch.utils.data.DataLoader(data.split("val"), batch_size=run.recipe["train"]["batch_size"])
         for batch in loader:
-            inputs, target = _sequences(ordering, batch["tokens"].to(run.device), data.num_embeddings)
-            logits = network(inputs)
-            total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum").item()
+            inputs, target, conditioning = parts.batch(batch, run.device)
+            logits = network(inputs, conditioning)
+            total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum").item()
             count += target.numel()
         return total / max(count, 1)
+
+    # -- sample / likelihood -----------------------------------------------------------------------
+    def _trained_parts(self, run: Run, checkpoint: str) -> PriorParts:
+        """The prior as trained: ordering and conditioning mapping from the checkpoint, then weights."""
+        path = run.checkpoints / f"{checkpoint}.pt"
+        if not path.is_file():
+            raise RunError(f"{path}: no '{checkpoint}' checkpoint in this run; train it first (--mode train).")
+        saved = read_checkpoint(path)
+        if saved.get("task") != run.recipe.task:
+            raise RunError(f"{path}: a '{saved.get('task')}' checkpoint, not a transformer's.")
+        parts = build_prior_parts(run, saved=saved["extra"])
+        load_checkpoint(path, task=run.recipe.task, modules={"network": parts.network}, restore_rng=False)
+        parts.network.eval()
+        return parts
+
+    def sample(self, run: Run) -> dict[str, Any]:
+        config = run.recipe["sample"]
+        parts = self._trained_parts(run, config["checkpoint"])
+        return write_samples(run, parts, config)
+
+    def likelihood(self, run: Run) -> dict[str, Any]:
+        config = run.recipe["likelihood"]
+        parts = self._trained_parts(run, config["checkpoint"])
+        return write_likelihood_maps(run, parts, config)

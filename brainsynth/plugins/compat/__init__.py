@@ -1,0 +1,1 @@
+"""Bring users of the original BrainSynth over: checkpoint import and script conversion."""

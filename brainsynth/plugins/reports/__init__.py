@@ -1,0 +1,1 @@
+"""Evaluation reports: a self-contained HTML page, PNG figures, and a JSON/markdown summary."""

@@ -1,0 +1,183 @@
+"""The prior's ``sample`` mode: new brains, decoded through the tokenizer into NIfTI and PNG.
+
+Samples are numbered; sample ``i`` belongs to batch ``i // batch_size``, whose random stream is
+seeded by (seed, batch). A re-run therefore skips the batches already on disk and draws the
+others exactly as an uninterrupted run would. The settings and conditions are recorded in
+``samples.json``; a folder holding samples of other settings is never written into.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from brainsynth.core.errors import RecipeError, RunError
+from brainsynth.core.runner import Run
+from brainsynth.core.sampling import sample
+
+from .prior_parts import PriorParts
+from .volumes import mid_slices, write_nifti, write_png
+
+Value = int | float | str
+
+
+@dataclasses.dataclass
+class SampleConfig:
+    """The ``sample`` section: how many brains, conditioned on what, drawn how."""
+
+    checkpoint: Literal["best", "last"] = "best"
+    values: list[dict[str, Value]] | None = None
+    """Explicit conditions, one mapping of variable -> raw value per condition."""
+    grid: dict[str, list[Value]] | None = None
+    """Every combination of these values (variable -> list), completed by `fixed`."""
+    fixed: dict[str, Value] | None = None
+    """Values shared by every condition of `grid` or `values` (e.g. sex while varying age)."""
+    split: str | None = None
+    """Condition on the table values of this split's subjects (e.g. val)."""
+    samples_per_condition: int = 1
+    num_samples: int | None = None
+    """Unconditioned: how many (default 8). Conditioned: cycle through the conditions up to this many."""
+    batch_size: int = 4
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    """Default: the recipe's seed."""
+    output: str = "samples"
+    """Folder inside the run."""
+    png: bool = True
+    """Also write a PNG of the three mid-slices of every sample."""
+
+
+def sample_conditions(parts: PriorParts, config: dict[str, Any]) -> list[dict[str, Value]]:
+    """The raw conditioning values of every sample, in sample order ({} when unconditioned)."""
+    given = [key for key in ("values", "grid", "split") if config[key]]
+    if not parts.conditioned:
+        if given or config["fixed"]:
+            raise RecipeError(
+                f"sample.{(given or ['fixed'])[0]}: this prior is not conditioned; leave the sample conditions out."
+            )
+        return [{} for _ in range(config["num_samples"] or 8)]
+    if len(given) != 1:
+        raise RecipeError(
+            f"sample: this prior is conditioned on {', '.join(parts.conditioning.columns)}; give exactly one of "
+            f"sample.values, sample.grid or sample.split (got {', '.join(given) or 'none'})."
+        )
+    fixed = dict(config["fixed"] or {})
+    if config["values"]:
+        rows = [{**fixed, **row} for row in config["values"]]
+    elif config["grid"]:
+        columns = list(config["grid"])
+        rows = [{**fixed, **dict(zip(columns, combo))} for combo in itertools.product(*config["grid"].values())]
+    else:
+        table = parts.table
+        subjects = table.select([s.name for s in parts.data.subjects(config["split"])], missing="drop")
+        rows = [table.raw_values(subject) for subject in subjects]
+        if not rows:
+            raise RunError(f"sample.split: no subject of '{config['split']}' has values in {parts.table_path}.")
+    parts.table.encode_many(rows)  # every variable given, every value encodable: fail before sampling
+    rows = [row for row in rows for _ in range(config["samples_per_condition"])]
+    if config["num_samples"] is not None:
+        rows = [rows[i % len(rows)] for i in range(config["num_samples"])]
+    return rows
+
+
+def _settings(parts: PriorParts, config: dict[str, Any], seed: int, conditions: list[dict]) -> dict[str, Any]:
+    keys = ("checkpoint", "batch_size", "temperature", "top_k", "top_p")
+    return {"settings": {**{k: config[k] for k in keys}, "seed": seed}, "conditions": conditions}
+
+
+def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
+    """Create the folder with its record, or check that the samples already there match it."""
+    manifest = folder / "samples.json"
+    text = json.dumps(record, indent=1, sort_keys=True, default=str)
+    if manifest.is_file():
+        if json.loads(manifest.read_text()) != json.loads(text):
+            raise RunError(
+                f"{folder} holds samples drawn with other settings or conditions; set sample.output to a new "
+                "folder (samples are never overwritten)."
+            )
+        return
+    if folder.exists() and any(folder.iterdir()):
+        raise RunError(f"{folder} exists and is not a samples folder; set sample.output to a new folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(text)
+    tmp.replace(manifest)
+    columns = list(dict.fromkeys(c for row in record["conditions"] for c in row))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["sample", "file", *columns])
+    for index, row in enumerate(record["conditions"]):
+        writer.writerow([index, f"{sample_name(index)}.nii.gz", *(row.get(c, "") for c in columns)])
+    (folder / "samples.csv").write_text(buffer.getvalue())
+
+
+def sample_name(index: int) -> str:
+    return f"sample_{index:05d}"
+
+
+def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[str, Any]:
+    """Draw, decode and write every sample not already on disk; returns counts and the folder."""
+    if config["batch_size"] < 1 or config["samples_per_condition"] < 1:
+        raise RecipeError("sample.batch_size and sample.samples_per_condition must be at least 1.")
+    seed = run.recipe["seed"] if config["seed"] is None else config["seed"]
+    conditions = sample_conditions(parts, config)
+    folder = run.directory / config["output"]
+    if run.dist.is_main:
+        _claim_folder(folder, _settings(parts, config, seed, conditions))
+    if run.dist.is_distributed:
+        torch.distributed.barrier()
+    tokenizer = parts.tokenizer
+    affine = np.asarray(tokenizer.affine if tokenizer.affine is not None else np.eye(4), dtype=np.float64)
+    for sub in ("tokens", "png") if config["png"] else ("tokens",):
+        (folder / sub).mkdir(exist_ok=True)
+
+    batch_size = config["batch_size"]
+    batches = [list(range(start, min(start + batch_size, len(conditions)))) for start in range(0, len(conditions), batch_size)]
+    mine = [b for b in range(len(batches)) if b % run.dist.world_size == run.dist.rank]
+    todo = [b for b in mine if not all((folder / f"{sample_name(i)}.nii.gz").is_file() for i in batches[b])]
+    skipped = sum(len(batches[b]) for b in mine) - sum(len(batches[b]) for b in todo)
+    if skipped:
+        run.say(f"sample: {skipped} sample(s) already in {folder}, skipped")
+    length = len(parts.ordering)
+    written = 0
+    with run.progress(len(todo) * length, f"sample {len(conditions)} brains ({length} tokens each)") as bar:
+        for b in todo:
+            indices = batches[b]
+            generator = torch.Generator(device=run.device).manual_seed(seed * 1_000_003 + b)
+            values = None
+            if parts.conditioned:
+                codes = parts.table.encode_many([conditions[i] for i in indices])
+                values = parts.values(codes, run.device)
+            sequences = sample(
+                parts.network, len(indices), values, temperature=config["temperature"], top_k=config["top_k"],
+                top_p=config["top_p"], generator=generator, progress=lambda _: bar.update(),
+            )
+            grids = parts.ordering.revert(sequences)
+            with torch.inference_mode():
+                volumes = tokenizer.network.decode_tokens(grids).float()
+            for position, index in enumerate(indices):
+                name = sample_name(index)
+                tmp = folder / "tokens" / f".{name}.npy.tmp"
+                with open(tmp, "wb") as handle:
+                    np.save(handle, grids[position].cpu().numpy().astype(np.uint16))
+                tmp.replace(folder / "tokens" / f"{name}.npy")
+                if config["png"]:
+                    write_png(folder / "png" / f"{name}.png", mid_slices(volumes[position]))
+                write_nifti(folder / f"{name}.nii.gz", volumes[position], affine)  # last: it marks the sample done
+                written += 1
+    if run.dist.is_distributed:
+        count = torch.tensor([written], dtype=torch.float64, device=run.device)
+        torch.distributed.all_reduce(count)
+        written = int(count.item())
+    run.say(f"sample: {written} brain(s) written to {folder} ({len(conditions)} in all)")
+    return {"samples": len(conditions), "written": written, "folder": str(folder)}

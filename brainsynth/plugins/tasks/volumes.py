@@ -1,0 +1,42 @@
+"""Writing volumes and their previews: NIfTI (atomically) and PNG mid-slices on the three axes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+
+def mid_slices(volume: torch.Tensor | np.ndarray) -> np.ndarray:
+    """[C, X, Y, Z] (or [X, Y, Z]) -> one [H, W] image of the three central slices side by side, in [0, 1]."""
+    v = volume.detach().float().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume, np.float32)
+    v = v[0] if v.ndim == 4 else v
+    # Each slice is shown with the superior/anterior direction up (RAS voxel axes assumed).
+    slices = [np.rot90(v[v.shape[0] // 2]), np.rot90(v[:, v.shape[1] // 2]), np.rot90(v[:, :, v.shape[2] // 2])]
+    height = max(s.shape[0] for s in slices)
+    padded = [np.pad(s, ((0, height - s.shape[0]), (0, 0))) for s in slices]
+    return np.clip(np.concatenate(padded, axis=1), 0, 1)
+
+
+def write_nifti(path: Path, volume: torch.Tensor | np.ndarray, affine: np.ndarray) -> None:
+    """Write [C, *spatial] (C = 1 is squeezed) or [*spatial] as float32, via a temporary file."""
+    array = volume.detach().float().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    if array.ndim == 4:
+        array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
+    nib.save(nib.Nifti1Image(array.astype(np.float32), np.asarray(affine, dtype=np.float64)), tmp)
+    tmp.replace(path)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """A [H, W] image in [0, 1] as an 8-bit grey PNG, via a temporary file."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib import image as mpimg
+
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    mpimg.imsave(tmp, np.clip(image, 0, 1), cmap="gray", vmin=0.0, vmax=1.0)
+    tmp.replace(path)
