@@ -10,6 +10,8 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from .recipe import Recipe
+    from .registry import Registry
     from .runner import Run
 
 
@@ -39,3 +41,7 @@ class Task:
     def run(self, run: Run) -> dict[str, Any]:
         """Carry out ``run.mode``; return the final metrics (written to ``metrics.json``)."""
         raise NotImplementedError
+
+    @classmethod
+    def check_recipe(cls, recipe: Recipe, registry: Registry) -> None:
+        """Checks beyond the sections' schemas, run by ``validate`` (e.g. a pipeline's stages)."""

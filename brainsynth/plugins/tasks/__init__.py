@@ -2,6 +2,7 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .pipeline import PipelineTask
 from .tokenizer import TokenizerTask
 from .transformer import TransformerTask
 
@@ -10,3 +11,4 @@ from .transformer import TransformerTask
 def register_components(registry):
     registry.register("task", "tokenizer", TokenizerTask)
     registry.register("task", "transformer", TransformerTask)
+    registry.register("task", "pipeline", PipelineTask)
