@@ -15,10 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
 
+from brainsynth.core.errors import RecipeError
 from brainsynth.core.ordering import DEFAULT_TRANSFORMATION_ORDER, Ordering, Transformation
+
+from .gilbert import gilbert_walk
 
 Shape3 = tuple[int, int, int]
 
@@ -138,7 +142,12 @@ def hilbert_walk(shape: Sequence[int]) -> np.ndarray:
 
 
 class HilbertCurve(Ordering):
-    """Generalised Hilbert curve (2D/3D, any shape, unit steps) after the configured transforms."""
+    """Generalised Hilbert curve (2D/3D, any shape, unit steps) after the configured transforms.
+
+    `curve`: ``unit_step`` (default) never steps diagonally; ``gilbert`` is the original
+    BrainSynth's curve exactly (it steps diagonally on some odd sizes, and visits e.g. the paper's
+    10x14x10 grid in another order), for priors trained by the original.
+    """
 
     def __init__(
         self,
@@ -146,10 +155,14 @@ class HilbertCurve(Ordering):
         rot90_axes: list[tuple[int, int]] | None = None,
         reflected_spatial_dims: list[bool] | None = None,
         transformation_order: list[Transformation] = list(DEFAULT_TRANSFORMATION_ORDER),
+        curve: Literal["unit_step", "gilbert"] = "unit_step",
         *,
         spatial_shape: tuple[int, ...],
     ) -> None:
+        if curve not in ("unit_step", "gilbert"):
+            raise RecipeError(f"ordering.curve: expected 'unit_step' or 'gilbert', got {curve!r}.")
+        self.curve = curve
         super().__init__(spatial_shape, transpositions_axes, rot90_axes, reflected_spatial_dims, transformation_order)
 
     def walk(self, shape: tuple[int, ...]) -> np.ndarray:
-        return hilbert_walk(shape)
+        return gilbert_walk(shape) if self.curve == "gilbert" else hilbert_walk(shape)

@@ -12,6 +12,11 @@ class RandomOrder(Ordering):
 
     The permutation is saved with the model (`state_dict`), so a checkpoint is sampled in the
     order it was trained in even if the seed or numpy's shuffle changes.
+
+    The original BrainSynth shuffled the same raster list with numpy's global generator, seeded
+    only under ``--deterministic=True`` (``set_determinism(seed + rank)``) and not drawn from
+    before the ordering was built; ``seed: <its --seed>`` therefore gives its rank-0 order, the
+    one its inference rebuilt. Without ``--deterministic`` its order was never reproducible.
     """
 
     persistent_order_only = False
