@@ -33,11 +33,15 @@ def _load(recipe: str, overrides: tuple[str, ...], mode: str | None):
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key; VALUE is YAML.")
 @click.option("--resume", is_flag=True, help="Continue an existing run from its last checkpoint.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True, help="Processes to launch on this node through torch's elastic launcher.")
-def run(recipe: str, mode: str | None, overrides: tuple[str, ...], resume: bool, nproc_per_node: int) -> None:
+@click.option("--dry-run", is_flag=True, help="Build the models without data or weights; print their sizes and the token grid, then one JSON line.")
+def run(recipe: str, mode: str | None, overrides: tuple[str, ...], resume: bool, nproc_per_node: int, dry_run: bool) -> None:
     """Run RECIPE: train, extract, sample, ... as its task and mode say."""
     from brainsynth.core import distributed, runner
 
     resolved = _load(recipe, overrides, mode)
+    if dry_run:
+        _dry_run(recipe, resolved)
+        return
     if nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         argv = ["run", recipe, *(f"--set={o}" for o in overrides)]
         if mode:
@@ -49,6 +53,61 @@ def run(recipe: str, mode: str | None, overrides: tuple[str, ...], resume: bool,
     experiment = resolved["experiment"]
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"done: results in {Path(experiment['root']) / experiment['name']}")
+
+
+def _dry_run(recipe: str, resolved) -> None:
+    """Print what `Task.dry_run` found; the last line is one JSON object for scripts."""
+    task = plugins.registry().get("task", resolved.task).build({})
+    report = task.dry_run(resolved, plugins.registry())
+    click.echo(f"dry run of {recipe} (task {resolved.task}, mode {resolved.mode}): no data read, no weights allocated")
+    for line in report.lines():
+        click.echo(f"  {line}")
+    click.echo(report.json_line(recipe, resolved.task, resolved.mode))
+
+
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--grid", "grid", multiple=True, metavar="KEY.PATH=V1,V2,...", help="Values to sweep for one recipe key (YAML, comma-separated); repeat for more keys.")
+@click.option("--mode", "mode", default=None, help="Run every combination in this mode (default: the recipe's).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key in every run; VALUE is YAML.")
+@click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True, help="Launch each run in this many processes (torch's elastic launcher, as 'run' does).")
+@click.option("--list", "list_only", is_flag=True, help="Validate and list the combinations without running them.")
+def sweep(recipe: str, grid: tuple[str, ...], mode: str | None, overrides: tuple[str, ...], nproc_per_node: int, list_only: bool) -> None:
+    """Run RECIPE once per combination of the --grid values; compare them in sweep.csv and sweep.md.
+
+    Runs are named <experiment.name>-<suffix> under experiment.root; finished ones are skipped when
+    the same sweep is run again, interrupted ones resumed.
+    """
+    from brainsynth.core import distributed, runner
+    from brainsynth.core import sweep as sweeps
+    from brainsynth.core.errors import RunError
+
+    registry = plugins.registry()
+    planned = sweeps.plan(recipe, grid, registry, overrides=overrides, mode=mode)
+    if list_only:
+        for combination in planned.combinations:
+            state = "finished" if combination.finished(planned.mode) else "to run"
+            click.echo(f"{combination.name}: {' '.join('--set ' + o for o in combination.overrides()[:-1])} ({state})")
+        click.echo(f"{len(planned.combinations)} combinations; tables in {planned.directory}")
+        return
+
+    def run_one(combination, resume: bool) -> None:
+        if nproc_per_node > 1:
+            argv = ["run", recipe, *(f"--set={o}" for o in (*overrides, *combination.overrides())), "--mode", planned.mode]
+            if resume:
+                argv.append("--resume")
+            code = distributed.launch(nproc_per_node, argv)
+            if code:
+                raise RunError(f"the run exited with code {code} (its message is above).")
+        else:
+            runner.execute(combination.recipe, registry, resume=resume)
+
+    outcomes = sweeps.run_sweep(planned, run_one, echo=lambda line: click.echo(line))
+    click.echo(f"sweep: {planned.directory / 'sweep.csv'} and {planned.directory / 'sweep.md'}")
+    failed = [name for name, outcome in outcomes.items() if outcome.status == "failed"]
+    if failed:
+        raise RunError(f"{len(failed)} of {len(outcomes)} sweep runs failed: {', '.join(failed)} (see sweep.md); "
+                       "fix the cause and run the same sweep again to run only those.")
 
 
 @cli.command()

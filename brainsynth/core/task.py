@@ -10,6 +10,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from .dry_run import DryRun
     from .recipe import Recipe
     from .registry import Registry
     from .runner import Run
@@ -41,6 +42,16 @@ class Task:
     def run(self, run: Run) -> dict[str, Any]:
         """Carry out ``run.mode``; return the final metrics (written to ``metrics.json``)."""
         raise NotImplementedError
+
+    def dry_run(self, recipe: Recipe, registry: Registry) -> DryRun:
+        """Build the recipe's models without data or weights (``run --dry-run``); see `core.dry_run`.
+
+        Nothing is read from the data and no run directory is touched, so a recipe can be sized
+        before its data or its tokenizer run exist.
+        """
+        from .errors import RunError
+
+        raise RunError(f"{recipe.source}: task '{recipe.task}' has no --dry-run; run it, or validate it with 'brainsynth validate'.")
 
     @classmethod
     def check_recipe(cls, recipe: Recipe, registry: Registry) -> None:

@@ -1,13 +1,22 @@
 """Built-in metrics (registered through the ``register_components`` hook, like any plugin).
 
-A metric is called as ``metric(reconstruction, target)`` on ``[B, C, *spatial]`` tensors and
-returns one value per volume; ``higher_is_better`` tells which way is better.
+A per-volume metric is called as ``metric(reconstruction, target)`` on ``[B, C, *spatial]``
+tensors and returns one value per volume; ``higher_is_better`` tells which way is better.
+
+A set metric (class attribute ``scope = "set"``: ``ms_ssim_diversity``, ``mmd``, ``fid``,
+``morphology_preservation``) compares a set of generated brains with real ones, called as
+``metric(samples, references)`` on two `VolumeSet` (see `volume_sets`). `evaluate_samples` in
+`sample_evaluation` runs them all.
 """
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .fid import FrechetDistance
 from .mae import MeanAbsoluteError
+from .mmd import MaximumMeanDiscrepancy
+from .morphology_preservation import MorphologyPreservation
 from .ms_ssim import MultiScaleSSIM
+from .ms_ssim_diversity import MultiScaleSSIMDiversity
 from .mse import MeanSquaredError
 from .psnr import PeakSignalToNoiseRatio
 
@@ -18,3 +27,7 @@ def register_components(registry):
     registry.register("metric", "mae", MeanAbsoluteError)
     registry.register("metric", "mse", MeanSquaredError)
     registry.register("metric", "psnr", PeakSignalToNoiseRatio)
+    registry.register("metric", "ms_ssim_diversity", MultiScaleSSIMDiversity)
+    registry.register("metric", "mmd", MaximumMeanDiscrepancy)
+    registry.register("metric", "fid", FrechetDistance)
+    registry.register("metric", "morphology_preservation", MorphologyPreservation)

@@ -92,6 +92,11 @@ class PriorParts:
         return self.conditioning.placement != "none" and bool(self.conditioning.columns)
 
     @property
+    def length(self) -> int:
+        """Tokens per brain: every cell of the grid, once, in the ordering's order."""
+        return math.prod(self.grid)
+
+    @property
     def on_the_fly(self) -> bool:
         """True when the data are volumes that the frozen tokenizer turns into tokens each batch."""
         return getattr(self.data, "grid", None) is None
@@ -112,7 +117,7 @@ class PriorParts:
         )
         source = "volumes tokenized on the fly" if self.on_the_fly else "pre-extracted token grids"
         return (
-            f"prior: {len(self.ordering)} tokens per brain ({'x'.join(map(str, self.grid))} grid, "
+            f"prior: {self.length} tokens per brain ({'x'.join(map(str, self.grid))} grid, "
             f"{self.run.recipe['ordering']['name']} order), vocabulary {self.num_embeddings} + BOS, {what}, "
             f"{source}, {parameters / 1e6:.2f} M parameters"
         )
@@ -120,7 +125,7 @@ class PriorParts:
     def saved_state(self) -> dict[str, Any]:
         """What a checkpoint keeps besides the weights, so sampling reads data as training did."""
         return {
-            "ordering": self.ordering.state_dict(),
+            "ordering": self.ordering.state_dict() if hasattr(self.ordering, "state_dict") else None,
             "conditioning": self.table.state_dict() if self.table is not None else None,
             "conditioning_table": str(self.table_path) if self.table_path is not None else None,
             "grid": list(self.grid),
@@ -173,7 +178,7 @@ class PriorParts:
     def batch(self, batch: Mapping[str, Any], device: torch.device):
         """Teacher-forcing inputs [B, L], targets [B, L] and conditioning values of a batch."""
         target = self.ordering.sequence(self.tokens(batch, device))
-        inputs = teacher_forcing_inputs(target, self.network.bos_token)
+        inputs = teacher_forcing_inputs(target, self.num_embeddings)  # BOS: the last id
         return inputs, target, self.values(batch.get("conditioning"), device)
 
 
@@ -203,7 +208,7 @@ def build_prior_parts(run: Run, *, fit_split: str | None = None, saved: Mapping[
         )
 
     ordering = run.build("ordering", spatial_shape=grid)
-    if saved is not None and saved.get("ordering") is not None:
+    if saved is not None and saved.get("ordering") is not None and hasattr(ordering, "load_state_dict"):
         ordering.load_state_dict(saved["ordering"])
 
     block = recipe["conditioning"]
@@ -242,7 +247,7 @@ def build_prior_parts(run: Run, *, fit_split: str | None = None, saved: Mapping[
         "conditioning", model_dim=model_dim, num_levels=table.num_levels if table is not None else {}
     )
     network = run.build(
-        "network", num_tokens=num_embeddings + 1, max_seq_len=len(ordering), ordering=ordering, conditioning=conditioning
+        "network", num_tokens=num_embeddings + 1, max_seq_len=math.prod(grid), ordering=ordering, conditioning=conditioning
     ).to(run.device)
     return PriorParts(
         run=run, data=data, tokenizer_source=tokenizer_source, num_embeddings=num_embeddings, grid=grid,

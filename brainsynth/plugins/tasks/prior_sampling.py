@@ -148,7 +148,7 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
     skipped = sum(len(batches[b]) for b in mine) - sum(len(batches[b]) for b in todo)
     if skipped:
         run.say(f"sample: {skipped} sample(s) already in {folder}, skipped")
-    length = len(parts.ordering)
+    length = parts.length
     written = 0
     with run.progress(len(todo) * length, f"sample {len(conditions)} brains ({length} tokens each)") as bar:
         for b in todo:

@@ -21,6 +21,9 @@ class TokenizerSource:
     run: str | None = None
     """A tokenizer run directory. Default: the run that extracted the token grids (tokens.json)."""
     checkpoint: Literal["best", "last"] = "best"
+    recipe: str | None = None
+    """The tokenizer's recipe file. Only ``run --dry-run`` reads it: it sizes the prior (token grid,
+    vocabulary) before the tokenizer run exists. A relative path starts at the working directory."""
 
 
 @dataclasses.dataclass

@@ -197,3 +197,9 @@ class TransformerTask(Task):
         config = run.recipe["likelihood"]
         parts = self._trained_parts(run, config["checkpoint"])
         return write_likelihood_maps(run, parts, config)
+
+    def dry_run(self, recipe, registry):
+        """The prior (and its frozen tokenizer) sized on the meta device, with the token grid."""
+        from .dry_run import transformer_dry_run
+
+        return transformer_dry_run(recipe, registry)

@@ -1,0 +1,137 @@
+"""`evaluate_samples`: every set metric on a set of generated brains against real ones, in one call.
+
+This is what a pipeline's evaluation step calls::
+
+    from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
+
+    summary, rows, notes = evaluate_samples(
+        samples=[".../samples/sample_00000.nii.gz", ...],     # NIfTI paths or 3D arrays/tensors
+        references=[".../images/sub-0000.nii.gz", ...],       # real brains on the same grid
+        conditioning=[{"ventricular_volume": 31.2, "brain_volume": 1480.0, "age": 70.0}, ...],
+        reference_conditioning=[{"ventricular_volume": 26.6, ...}, ...],   # optional
+        fid_weights=None,                                     # or a MedicalNet .pth path
+    )
+
+* ``summary``: metric name -> value, e.g. ``ms_ssim_diversity``, ``ms_ssim_diversity_real``,
+  ``mmd``, ``fid`` (or ``fid_random_features`` without weights), ``ventricular_volume_spearman``,
+  ``ventricular_volume_slope``, ``brain_volume_spearman``, ``brain_volume_slope`` and, with
+  `reference_conditioning`, the same on real brains (``ventricular_volume_real_spearman``, ...).
+  NaN where a number cannot be computed (e.g. fewer than 3 samples for a correlation).
+* ``rows``: one dict per volume, ``set`` ("sample" or "real"), ``name``, ``conditioned_<variable>``
+  and ``measured_<variable>`` (ml); the report plots them.
+* ``notes``: how each number was obtained (kernel, feature network, pair count).
+
+Every volume is min-max scaled to [0, 1] on its own first, so real volumes read from disk and
+decoded samples compare on one scale; all volumes must share one grid, and the affine (from the
+first NIfTI, or `affine`) must map voxels to MNI millimetres for the morphology.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from brainsynth.core.errors import RecipeError
+
+from .morphology_preservation import MORPHOLOGY_VARIABLES
+from .volume_sets import is_set_metric, load_volume_set
+
+DEFAULT_SET_METRICS = ("ms_ssim_diversity", "mmd", "fid", "morphology_preservation")
+
+
+class SampleEvaluation(NamedTuple):
+    """The result of `evaluate_samples`: summary values, per-volume rows, and notes."""
+
+    summary: dict[str, float]
+    rows: list[dict[str, Any]]
+    notes: dict[str, str]
+
+
+def default_metric_blocks(fid_weights: str | None = None, with_morphology: bool = True) -> list[dict]:
+    """The recipe blocks of the default set metrics (`fid_weights` goes to ``fid``)."""
+    blocks = [{"name": name} for name in DEFAULT_SET_METRICS if with_morphology or name != "morphology_preservation"]
+    for block in blocks:
+        if block["name"] == "fid" and fid_weights is not None:
+            block["weights"] = str(fid_weights)
+    return blocks
+
+
+def build_set_metrics(blocks: Sequence[Mapping[str, Any]], registry=None) -> list[Any]:
+    """Build the named set metrics through the registry; a per-volume metric is refused."""
+    if registry is None:
+        from brainsynth.core import plugins
+
+        registry = plugins.registry()
+    metrics = []
+    for index, block in enumerate(blocks):
+        component = registry.get("metric", block.get("name"))
+        params = component.schema.validate(
+            block, path=("metrics", index), owner=f"metric '{component.name}'", ignore=("name",)
+        )
+        metric = component.build(params)
+        if not is_set_metric(metric):
+            set_names = [n for n in registry.names("metric") if is_set_metric(registry.get("metric", n).factory)]
+            raise RecipeError(
+                f"metric '{block['name']}' compares a reconstruction with its target, one volume at a time; sample "
+                f"evaluation needs set metrics: {', '.join(set_names)}."
+            )
+        metrics.append(metric)
+    return metrics
+
+
+def evaluate_samples(
+    samples: Sequence[Any],
+    references: Sequence[Any],
+    conditioning: Sequence[Mapping[str, Any]] | None,
+    affine: np.ndarray | torch.Tensor | None = None,
+    *,
+    fid_weights: str | None = None,
+    reference_conditioning: Sequence[Mapping[str, Any]] | None = None,
+    sample_names: Sequence[str] | None = None,
+    reference_names: Sequence[str] | None = None,
+    metrics: Sequence[Mapping[str, Any]] | None = None,
+    registry=None,
+    log: Callable[[str], None] | None = None,
+) -> SampleEvaluation:
+    """Evaluate generated brains against real ones (see the module docstring).
+
+    `metrics` are recipe blocks of set metrics (default: `default_metric_blocks`, with
+    ``morphology_preservation`` only when the conditioning holds a volume); `log` receives one
+    progress line per metric.
+    """
+    sample_set = load_volume_set(samples, label="sample", affine=affine, conditioning=conditioning, names=sample_names)
+    reference_set = load_volume_set(
+        references, label="real", affine=affine if affine is not None else sample_set.affine,
+        conditioning=reference_conditioning, names=reference_names,
+    )
+    if sample_set.spatial_shape != reference_set.spatial_shape:
+        raise RecipeError(
+            f"samples have shape {sample_set.spatial_shape} but real brains {reference_set.spatial_shape}; give real "
+            "brains in the space the tokenizer was trained in (the same ROI and spacing)."
+        )
+    conditioned = sample_set.conditioning is not None and any(
+        variable in row for row in sample_set.conditioning for variable in MORPHOLOGY_VARIABLES
+    )
+    blocks = metrics if metrics is not None else default_metric_blocks(fid_weights, with_morphology=conditioned)
+    summary: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for index, name in enumerate(sample_set.names):
+        row = {"set": "sample", "name": name}
+        row.update({f"conditioned_{k}": v for k, v in (sample_set.conditioning or [{}] * len(sample_set))[index].items()})
+        rows[("sample", name)] = row
+    for metric in build_set_metrics(blocks, registry):
+        start = time.perf_counter()
+        result = metric(sample_set, reference_set)
+        summary.update({key: float(value) for key, value in result.values.items()})
+        notes.update(result.notes)
+        for row in result.rows:
+            rows.setdefault((row["set"], row["name"]), {}).update(row)
+        if log is not None:
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in result.values.items())
+            log(f"{metric.name}: {shown} ({time.perf_counter() - start:.1f} s)")
+    return SampleEvaluation(summary, list(rows.values()), notes)

@@ -1,0 +1,311 @@
+"""`write_report`: one folder a person opens offline to judge a run.
+
+The folder holds ``index.html`` (no script, no remote resource: figures are PNG files beside it,
+referenced by relative path), the PNG figures, ``summary.json`` (metric name -> value, ``null``
+where a value could not be computed), ``summary.md`` (the same table in markdown, for a README or
+a pull request), ``recipe.yaml`` and, when per-volume measurements are given, ``morphology.csv``.
+
+Usage::
+
+    from brainsynth.plugins.reports import ReportInputs, write_report
+
+    index = write_report(run_dir / "report", ReportInputs(
+        title="demo", metrics={"tokenizer_ms_ssim": 0.93, **summary}, recipe_text=recipe_yaml,
+        real=real_paths, reconstructed=reconstruction_paths, sampled=sample_paths, morphology=rows,
+        notes=notes,
+    ))
+
+`rows`/`summary`/`notes` are what `evaluate_samples` returns. The report is built in a
+temporary sibling folder and renamed into place, so a folder named like the report is always a
+complete one. An existing folder is never overwritten unless `overwrite=True`, and then only if
+it is a report.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import html
+import io
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainsynth.core.errors import DataError, RunError
+
+from .figures import AXES, Panel, morphology_scatter, slice_montage
+
+REPORT_FILES = ("index.html", "summary.json")
+"""A folder holding these is a report (and may be replaced with ``overwrite=True``)."""
+
+METRIC_DESCRIPTIONS = {
+    "tokenizer_ms_ssim": "tokenizer reconstruction MS-SSIM on real brains (higher is better, 1 = identical)",
+    "tokenizer_mae": "tokenizer reconstruction mean absolute error (lower is better)",
+    "tokenizer_mse": "tokenizer reconstruction mean squared error (lower is better)",
+    "tokenizer_psnr": "tokenizer reconstruction PSNR in dB (higher is better)",
+    "ms_ssim_diversity": "mean MS-SSIM between pairs of samples (lower = more diverse; compare with the real value)",
+    "ms_ssim_diversity_real": "mean MS-SSIM between pairs of real brains (the diversity to match)",
+    "mmd": "MMD^2 between samples and real brains (lower is better, 0 = same distribution)",
+    "fid": "FID on MedicalNet 3D features (lower is better)",
+    "fid_random_features": "Fréchet distance on RANDOM-network features: not FID, only for comparing runs here",
+}
+VARIABLE_NAMES = {"ventricular_volume": "ventricular volume", "brain_volume": "brain volume"}
+
+
+@dataclasses.dataclass
+class ReportInputs:
+    """What a report shows.
+
+    Attributes:
+        title: heading of the page.
+        metrics: metric name -> value (e.g. ``tokenizer_ms_ssim``, ``ventricular_volume_spearman``).
+        recipe_text: the resolved recipe (YAML) the results came from.
+        real: NIfTI files of real brains.
+        reconstructed: the tokenizer's reconstructions of `real`, in the same order (or empty).
+        sampled: NIfTI files of generated brains.
+        morphology: per-volume rows as `evaluate_samples` gives them: ``set`` ("sample"/"real"),
+            ``name`` (the file name without ``.nii.gz``), ``conditioned_<variable>`` and
+            ``measured_<variable>``; they give the scatter plots and the montage captions.
+        notes: how numbers were obtained (metric or topic -> one line).
+        montage_columns: volumes per montage row.
+    """
+
+    title: str
+    metrics: Mapping[str, float]
+    recipe_text: str = ""
+    real: Sequence[str | os.PathLike] = ()
+    reconstructed: Sequence[str | os.PathLike] = ()
+    sampled: Sequence[str | os.PathLike] = ()
+    morphology: Sequence[Mapping[str, Any]] = ()
+    notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    montage_columns: int = 6
+
+
+def describe_metric(key: str) -> str:
+    """One line saying what metric `key` is and which way is better."""
+    if key in METRIC_DESCRIPTIONS:
+        return METRIC_DESCRIPTIONS[key]
+    for variable, name in VARIABLE_NAMES.items():
+        if key == f"{variable}_spearman":
+            return f"Spearman ρ of measured vs conditioned {name} over the samples (1 = same ranking)"
+        if key == f"{variable}_slope":
+            return f"least-squares slope of measured on conditioned {name} (1 = a ml asked is a ml made)"
+        if key == f"{variable}_real_spearman":
+            return f"the same ρ on real brains, recorded vs measured {name}: what the measurement reaches"
+        if key == f"{variable}_real_slope":
+            return f"the same slope on real brains, recorded vs measured {name}"
+    return ""
+
+
+def _number(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _shown(value: Any) -> str:
+    number = _number(value)
+    return "n/a" if number is None else f"{number:.4g}"
+
+
+def _stem(path: str | os.PathLike) -> str:
+    return Path(path).name.removesuffix(".gz").removesuffix(".nii")
+
+
+def _check_inputs(inputs: ReportInputs) -> None:
+    for label, paths in (("real", inputs.real), ("reconstructed", inputs.reconstructed), ("sampled", inputs.sampled)):
+        for path in paths:
+            if not Path(path).is_file():
+                raise DataError(f"report: the {label} volume {path} does not exist; pass files that were written.")
+    if inputs.reconstructed and len(inputs.reconstructed) != len(inputs.real):
+        raise DataError(
+            f"report: {len(inputs.reconstructed)} reconstructions for {len(inputs.real)} real brains; reconstructions "
+            "are shown beside the brain they reconstruct, so give one per real brain, in the same order."
+        )
+    if inputs.montage_columns < 1:
+        raise DataError(f"report: montage_columns must be at least 1, got {inputs.montage_columns}.")
+
+
+def _sample_panels(inputs: ReportInputs) -> list[Panel]:
+    """Up to `montage_columns` samples spread over the conditioned ventricular volume, with captions."""
+    rows = {r.get("name"): r for r in inputs.morphology if r.get("set") == "sample"}
+    samples = [(Path(p), rows.get(_stem(p), {})) for p in inputs.sampled]
+    key = "conditioned_ventricular_volume"
+    if samples and all(key in row for _, row in samples):
+        samples.sort(key=lambda item: item[1][key])
+    count = min(inputs.montage_columns, len(samples))
+    chosen = [samples[int(i)] for i in np.unique(np.linspace(0, len(samples) - 1, count).round())] if count else []
+    panels = []
+    for path, row in chosen:
+        caption = []
+        if "conditioned_age" in row:
+            caption.append(f"age {row['conditioned_age']:.0f}")
+        if key in row:
+            measured = row.get("measured_ventricular_volume")
+            caption.append(f"vent. {row[key]:.0f} ml" + (f" (meas. {measured:.0f})" if _number(measured) is not None else ""))
+        panels.append(Panel(path, ", ".join(caption)))
+    return panels
+
+
+def _figures(folder: Path, inputs: ReportInputs) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Write the PNGs; return (montage file, caption) and (scatter file, caption) lists."""
+    count = inputs.montage_columns
+    groups = [
+        ("real", [Panel(Path(p)) for p in inputs.real[:count]]),
+        ("reconstructed", [Panel(Path(p)) for p in inputs.reconstructed[:count]]),
+        ("sampled", _sample_panels(inputs)),
+    ]
+    montages = []
+    if any(panels for _, panels in groups):
+        shown = " vs ".join(label for label, panels in groups if panels)
+        for view in AXES:
+            name = f"montage_{view}.png"
+            slice_montage(groups, view, folder / name, title=f"{shown}: {view} mid-slices")
+            montages.append((name, f"{view.capitalize()} mid-slices: {shown}."))
+    scatters = []
+    for variable, label in VARIABLE_NAMES.items():
+        name = f"morphology_{variable}.png"
+        if morphology_scatter(list(inputs.morphology), variable, folder / name) is not None:
+            scatters.append((name, f"Measured vs conditioned {label}; dashed: identity, red: least-squares fit."))
+    return montages, scatters
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _morphology_csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _markdown(inputs: ReportInputs, montages, scatters, files: list[str]) -> str:
+    lines = [f"# {inputs.title}", "", "| metric | value | what it is |", "|---|---|---|"]
+    lines += [f"| `{key}` | {_shown(value)} | {describe_metric(key)} |" for key, value in inputs.metrics.items()]
+    if inputs.notes:
+        lines += ["", "How the numbers were obtained:", ""]
+        lines += [f"- `{key}`: {note}" for key, note in inputs.notes.items()]
+    if montages or scatters:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{caption}]({name})" for name, caption in [*montages, *scatters]]
+    lines += ["", "Files: " + ", ".join(f"[{name}]({name})" for name in files), ""]
+    return "\n".join(lines)
+
+
+STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1300px;
+       padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 4px 10px; text-align: left; vertical-align: top; }
+td.value { text-align: right; font-variant-numeric: tabular-nums; }
+figure { margin: 1.5em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { color: #555; font-size: 0.9em; } .scatter { display: inline-block; margin-right: 1em; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def _html(inputs: ReportInputs, montages, scatters, files: list[str]) -> str:
+    e = html.escape
+    rows = "\n".join(
+        f"<tr><td><code>{e(key)}</code></td><td class=value>{e(_shown(value))}</td><td>{e(describe_metric(key))}</td></tr>"
+        for key, value in inputs.metrics.items()
+    )
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{e(inputs.title)}</title>",
+        f"<style>{STYLE}</style></head><body>", f"<h1>{e(inputs.title)}</h1>",
+        f"<p>Written {e(time.strftime('%Y-%m-%d %H:%M:%S'))}: {len(inputs.real)} real, {len(inputs.reconstructed)} "
+        f"reconstructed and {len(inputs.sampled)} sampled volumes.</p>",
+        "<h2>Metrics</h2>", "<table><tr><th>metric</th><th>value</th><th>what it is</th></tr>", rows, "</table>",
+    ]
+    if inputs.notes:
+        parts.append("<p>How the numbers were obtained:</p><ul>")
+        parts += [f"<li><code>{e(key)}</code>: {e(note)}</li>" for key, note in inputs.notes.items()]
+        parts.append("</ul>")
+    if montages:
+        parts.append("<h2>Real, reconstructed and sampled brains</h2>")
+        parts += [
+            f'<figure><img src="{e(name)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
+            for name, caption in montages
+        ]
+    if scatters:
+        parts.append("<h2>Morphology: conditioned vs measured volume</h2>")
+        parts += [
+            f'<figure class=scatter><img src="{e(name)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
+            for name, caption in scatters
+        ]
+    if inputs.recipe_text:
+        parts += ["<h2>Recipe</h2>", f"<pre><code>{e(inputs.recipe_text)}</code></pre>"]
+    parts.append("<p>Files: " + ", ".join(f'<a href="{e(name)}">{e(name)}</a>' for name in files) + "</p>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _is_report(folder: Path) -> bool:
+    return folder.is_dir() and all((folder / name).is_file() for name in REPORT_FILES)
+
+
+def _check_destination(folder: Path, overwrite: bool) -> None:
+    """Refuse a destination that holds anything but an old report we were asked to replace."""
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return
+    if overwrite and _is_report(folder):
+        return
+    if _is_report(folder):
+        raise RunError(f"{folder} already holds a report; reports are never written over. Rebuild it with "
+                       "overwrite (--overwrite), or choose another folder.")
+    raise RunError(f"{folder} already exists and is not a report; choose another folder for the report.")
+
+
+def _place(staging: Path, folder: Path, overwrite: bool) -> None:
+    """Rename the finished `staging` folder to `folder`, replacing an old report only if asked."""
+    _check_destination(folder, overwrite)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+    os.rename(folder, old)
+    os.rename(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def write_report(out_dir: str | os.PathLike, inputs: ReportInputs, overwrite: bool = False) -> Path:
+    """Write the report folder `out_dir` (see the module docstring); return its ``index.html``."""
+    folder = Path(out_dir).expanduser()
+    _check_inputs(inputs)
+    _check_destination(folder, overwrite)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.building-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        montages, scatters = _figures(staging, inputs)
+        summary = {key: _number(value) for key, value in inputs.metrics.items()}
+        _write_text(staging / "summary.json", json.dumps(summary, indent=2) + "\n")
+        files = ["summary.json", "summary.md"]
+        if inputs.recipe_text:
+            _write_text(staging / "recipe.yaml", inputs.recipe_text)
+            files.append("recipe.yaml")
+        if inputs.morphology:
+            _write_text(staging / "morphology.csv", _morphology_csv(inputs.morphology))
+            files.append("morphology.csv")
+        _write_text(staging / "summary.md", _markdown(inputs, montages, scatters, files))
+        _write_text(staging / "index.html", _html(inputs, montages, scatters, files))
+        _place(staging, folder, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder / "index.html"
