@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import random
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +76,14 @@ def save_checkpoint(
     epoch: int = 0,
     step: int = 0,
     extra: Mapping[str, Any] | None = None,
+    rng: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write the full state atomically; the previous file at `path` survives any interruption."""
+    """Write the full state atomically; the previous file at `path` survives any interruption.
+
+    `rng` holds the RNG states of every rank in rank order (default: this process's alone), so
+    that each rank of a resumed distributed run continues its own random stream.
+    """
+    rng = list(rng) if rng is not None else [rng_state()]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -91,7 +97,8 @@ def save_checkpoint(
         "optimizers": {name: opt.state_dict() for name, opt in (optimizers or {}).items()},
         "schedulers": {name: s.state_dict() for name, s in (schedulers or {}).items()},
         "scalers": {name: s.state_dict() for name, s in (scalers or {}).items()},
-        "rng": rng_state(),
+        "rng": rng[0],
+        "rng_ranks": rng,
         "extra": dict(extra or {}),
     }
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -138,11 +145,13 @@ def load_checkpoint(
     schedulers: Mapping[str, Any] | None = None,
     scalers: Mapping[str, Any] | None = None,
     restore_rng: bool = True,
+    rank: int = 0,
 ) -> dict[str, Any]:
     """Restore the full state into live objects; returns the payload (epoch, step, extra, recipe).
 
     A checkpoint of another task or with other module shapes is refused with the first
-    mismatching key named, before anything is modified.
+    mismatching key named, before anything is modified. `rank` picks which rank's RNG states to
+    restore; a rank the checkpoint has none for (the job grew) keeps its own seeded state.
     """
     payload = read_checkpoint(path)
     if payload["task"] != task:
@@ -162,9 +171,18 @@ def load_checkpoint(
     for group, live in (("optimizers", optimizers), ("schedulers", schedulers), ("scalers", scalers)):
         for name, obj in (live or {}).items():
             if name in payload[group]:
-                obj.load_state_dict(payload[group][name])
+                try:
+                    obj.load_state_dict(payload[group][name])
+                except (ValueError, KeyError, RuntimeError) as exc:
+                    raise CheckpointError(
+                        f"{path}: the saved state of {group[:-1]} '{name}' does not fit this run "
+                        f"({str(exc).splitlines()[0][:200]}). It was saved with another optimizer "
+                        f"setting; resume with the recipe the run was trained with."
+                    ) from None
     if restore_rng:
-        set_rng_state(payload["rng"])
+        states = payload.get("rng_ranks") or [payload["rng"]]
+        if rank < len(states):
+            set_rng_state(states[rank])
     return payload
 
 

@@ -8,7 +8,12 @@ gloo on CPU, nccl on CUDA. Without those variables the run is a single process.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
 import os
+import time
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -58,13 +63,41 @@ def setup(device_preference: str = "auto") -> DistributedContext:
     return DistributedContext(rank=rank, local_rank=local_rank, world_size=world_size, device=device)
 
 
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+"""What gloo says when another process of the job has exited in the middle of a collective."""
+
+REPORT_DELAY_S = 2.0
+"""How long a rank other than 0 waits before reporting a user error: when every rank hits the same
+error, rank 0 reports it and the launcher stops the others before they repeat it."""
+
+PEER_FAILURE_WAIT_S = 30.0
+"""How long a rank whose peer has died waits, quietly, for the launcher to stop it."""
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """True when `exc` only says that another process of the job is gone (it reports its own error)."""
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in PEER_GONE)
+
+
+def wait_to_be_stopped(timeout: float = PEER_FAILURE_WAIT_S) -> NoReturn:
+    """Stay quiet until the launcher stops this process; exit 1 after `timeout` if none does."""
+    time.sleep(timeout)
+    os._exit(1)
+
+
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
 def launch(nproc_per_node: int, argv: list[str]) -> int:
-    """Re-run ``brainsynth <argv>`` in `nproc_per_node` processes through torch's elastic launcher."""
+    """Re-run ``brainsynth <argv>`` in `nproc_per_node` processes through torch's elastic launcher.
+
+    When one process fails the launcher stops the others (within its 0.1 s monitor interval
+    plus their shutdown). The failing process has printed its own message; the exit code
+    returned is that process's.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
     args = get_args_parser().parse_args(
@@ -72,20 +105,30 @@ def launch(nproc_per_node: int, argv: list[str]) -> int:
     )
     try:
         run(args)
-    except Exception as exc:  # ChildFailedError: the failing rank already printed its message
-        name = type(exc).__name__
-        if name == "ChildFailedError":
-            return 1
-        raise
+    except ChildFailedError as exc:
+        codes = [failure.exitcode for failure in exc.failures.values() if failure.exitcode > 0]
+        return codes[0] if codes else 1
     return 0
 
 
 def wrap(module: torch.nn.Module, ctx: DistributedContext, broadcast_buffers: bool = True) -> torch.nn.Module:
-    """DDP-wrap a trained module when the job has more than one process."""
+    """DDP-wrap a trained module when the job has more than one process.
+
+    DDP copies rank 0's parameters to every rank, but with ``broadcast_buffers=False`` it leaves
+    the buffers alone; a module that keeps its buffers in step itself (the EMA codebook sums its
+    statistics over ranks) still has to start from the same ones, so they are copied here.
+    """
     if not ctx.is_distributed:
         return module
+    if not broadcast_buffers:
+        with torch.no_grad():
+            for buffer in module.buffers():
+                dist.broadcast(buffer, src=0)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=broadcast_buffers)
+    ddp = torch.nn.parallel.DistributedDataParallel
+    # torch 2.13 renamed the per-forward buffer sync; older versions only know broadcast_buffers.
+    sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(ddp).parameters else "broadcast_buffers"
+    return ddp(module, device_ids=device_ids, **{sync: broadcast_buffers})
 
 
 def unwrap(module: torch.nn.Module) -> torch.nn.Module:
@@ -100,3 +143,49 @@ def all_reduce_mean(values: dict[str, float], ctx: DistributedContext) -> dict[s
     tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(tensor)
     return {k: (tensor[i] / ctx.world_size).item() for i, k in enumerate(keys)}
+
+
+def gather_objects(value: Any, ctx: DistributedContext) -> list[Any]:
+    """`value` of every rank, in rank order (``[value]`` in a single process)."""
+    if not ctx.is_distributed:
+        return [value]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def state_digests(module: torch.nn.Module, buffers: bool = True) -> dict[str, str]:
+    """Key -> SHA-1 of the exact bytes of each parameter (and buffer): bit-identity, cheaply compared."""
+    named = list(module.named_parameters()) + (list(module.named_buffers()) if buffers else [])
+    digests = {}
+    for name, tensor in named:
+        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        digests[name] = hashlib.sha1(data.tobytes()).hexdigest()
+    return digests
+
+
+def check_replicas(modules: Mapping[str, tuple[torch.nn.Module, bool]], ctx: DistributedContext) -> dict[str, list[str]]:
+    """Check that every rank holds bit-identical copies of `modules`; return each rank's digest.
+
+    `modules` maps a name to ``(module, with_buffers)``: parameters are always compared, buffers
+    only where the module keeps them in step itself. A difference is a synchronisation bug that
+    would otherwise go unnoticed for the rest of the run, so it stops the run.
+    """
+    local = {name: state_digests(module, with_buffers) for name, (module, with_buffers) in modules.items()}
+    ranks = gather_objects(local, ctx)
+    for name in modules:
+        for key, digest in ranks[0][name].items():
+            for rank, other in enumerate(ranks[1:], start=1):
+                if other[name].get(key) != digest:
+                    if not ctx.is_main:
+                        raise SystemExit(RunError.exit_code)  # every rank sees it; rank 0 says it once
+                    raise RunError(
+                        f"module '{name}': '{key}' differs between rank 0 and rank {rank}. The "
+                        f"replicas went out of sync: some state is not synchronised over ranks (a "
+                        f"codebook with ddp_sync: false, or a bug worth reporting with the recipe). "
+                        f"The last good checkpoint is kept."
+                    )
+    return {
+        name: [hashlib.sha1("".join(r[name][k] for k in sorted(r[name])).encode()).hexdigest() for r in ranks]
+        for name in modules
+    }

@@ -47,6 +47,8 @@ class Header:
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    zero: bool = False
+    """Shard optimizer state over ranks (torch's ZeroRedundancyOptimizer) in distributed training."""
     description: str = ""
 
 
@@ -66,6 +68,14 @@ class Origins:
     def update(self, other: Origins, prefix: tuple = ()) -> None:
         for path, where in other._where.items():
             self._where[prefix + path] = where
+
+    def within(self, prefix: tuple) -> Origins:
+        """The origins of the keys under `prefix`, re-rooted there (for a recipe nested in another)."""
+        inner = Origins(self(prefix))
+        for path, where in self._where.items():
+            if path[: len(prefix)] == prefix:
+                inner._where[path[len(prefix) :]] = where
+        return inner
 
     def drop(self, prefix: tuple) -> None:
         for path in [p for p in self._where if p[: len(prefix)] == prefix]:
@@ -239,7 +249,8 @@ class Recipe:
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        return True  # write shared values out in full: no &id001 anchors in saved recipes
 
 
 _Dumper.add_representer(tuple, lambda dumper, value: dumper.represent_list(list(value)))
@@ -333,6 +344,8 @@ def validate(data: dict, registry: Registry, origins: Origins, source: str, mode
                     _validate_component(registry, section.kind, item, path + (i,), origins, None)
                     for i, item in enumerate(items)
                 ]
+            elif value is None and not section.required and not section.default:
+                resolved[key] = None  # an optional block left out, or written as null
             elif present or section.default:
                 resolved[key] = _validate_component(registry, section.kind, value, path, origins, section.default)
             else:
@@ -343,7 +356,9 @@ def validate(data: dict, registry: Registry, origins: Origins, source: str, mode
             resolved[key] = Schema.from_dataclass(section.schema).validate(value, path, origins, owner=f"'{key}'")
         else:
             resolved[key] = value
-    return Recipe(data=resolved, source=source, origins=origins)
+    recipe = Recipe(data=resolved, source=source, origins=origins)
+    task_component.factory.check_recipe(recipe, registry)
+    return recipe
 
 
 def load_recipe(

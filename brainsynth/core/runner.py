@@ -12,6 +12,7 @@ import json
 import os
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from .logging import MetricsLogger, Progress
 from .recipe import Recipe
 from .registry import Registry
 
-CREATING_MODES = ("train",)
+CREATING_MODES = ("train", "run")
 """Modes that create a run directory; every other mode works inside an existing one."""
 
 
@@ -117,6 +118,7 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False) -> dict[st
     """Run the recipe's task in its mode in this process; returns the final metrics."""
     dist_ctx = distributed.setup(recipe["device"])
     created = recipe.mode in CREATING_MODES and not run_directory(recipe).exists()
+    finished = False
     try:
         # Rank 0 checks and creates the directory; the others wait for it (a failure on rank 0
         # ends the whole job through the launcher).
@@ -133,12 +135,22 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False) -> dict[st
             log.close()
         if dist_ctx.is_main:
             (directory / f"metrics.{recipe.mode}.json").write_text(json.dumps(metrics, indent=2, default=str))
+        finished = True
         return metrics
     except BrainsynthError:
         # A run that failed on user input before its first checkpoint leaves nothing behind.
         directory = run_directory(recipe)
-        if created and dist_ctx.is_main and not any((directory / "checkpoints").glob("*.pt")):
+        if created and dist_ctx.is_main and not any(directory.rglob("*.pt")):
             shutil.rmtree(directory, ignore_errors=True)
+        if dist_ctx.is_distributed and not dist_ctx.is_main:
+            time.sleep(distributed.REPORT_DELAY_S)  # an error every rank hits is reported by rank 0 alone
+        raise
+    except Exception as exc:
+        if dist_ctx.is_distributed and distributed.is_peer_failure(exc):
+            distributed.wait_to_be_stopped()  # the rank that failed reports why; this one stays quiet
         raise
     finally:
-        distributed.teardown()
+        # After a failure other ranks may sit in a collective: leave the group to process exit
+        # (an orderly teardown can block under nccl).
+        if finished or not dist_ctx.is_distributed:
+            distributed.teardown()

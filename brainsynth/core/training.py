@@ -30,17 +30,36 @@ class Schedule:
 class OptimizerConfig:
     """The ``optimizer`` recipe section."""
 
-    name: Literal["adam", "adamw"] = "adam"
+    name: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 1.0e-4
     betas: tuple[float, float] = (0.9, 0.999)
+    """Adam/AdamW only."""
+    momentum: float = 0.0
+    """SGD only."""
     weight_decay: float = 0.0
     grad_clip: float | None = None
     schedule: Schedule = dataclasses.field(default_factory=Schedule)
 
 
-def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: dict) -> torch.optim.Optimizer:
-    cls = torch.optim.Adam if config["name"] == "adam" else torch.optim.AdamW
-    return cls(parameters, lr=config["lr"], betas=tuple(config["betas"]), weight_decay=config["weight_decay"])
+def build_optimizer(parameters: Iterable[torch.nn.Parameter], config: dict, zero: bool = False) -> torch.optim.Optimizer:
+    """The recipe's optimizer; with `zero`, its state is sharded over ranks (ZeRO stage 1).
+
+    A ZeroRedundancyOptimizer must be consolidated on every rank (`consolidate_state_dict`)
+    before rank 0 can read its ``state_dict``; the training loop does that before each checkpoint.
+    """
+    name = config["name"]
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
+    options = {"lr": config["lr"], "weight_decay": config["weight_decay"]}
+    if name == "sgd":
+        options["momentum"] = config.get("momentum", 0.0)
+    else:
+        options["betas"] = tuple(config["betas"])
+    parameters = [p for p in parameters if p.requires_grad]
+    if zero:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        return ZeroRedundancyOptimizer(parameters, optimizer_class=cls, **options)
+    return cls(parameters, **options)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: dict, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:

@@ -1,14 +1,17 @@
-"""Weights of the adversarial term: a linear warm-up and the VQGAN adaptive weight.
+"""Weights of the adversarial term: its start and linear warm-up, and the VQGAN adaptive weight.
 
-The adaptive weight (Esser et al. 2021) balances the generator's adversarial term against the
-reconstruction loss by the ratio of their gradient norms at the decoder's last layer. Under DDP
-the wrapper has no ``last_layer_weight``: `last_layer_weight` unwraps it first (the original
-called the method on the wrapper and failed).
+This is the one place the training loop takes them from. The adaptive weight (Esser et al.
+2021) balances the generator's adversarial term against the reconstruction loss by the ratio of
+their gradient norms at the decoder's last layer. Under DDP both gradients are averaged over
+ranks first, so every rank uses the same weight, the one a single process would compute on the
+whole batch; the wrapper has no ``last_layer_weight``, so `last_layer_weight` unwraps it (the
+original called the method on the wrapper and failed).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 
@@ -22,6 +25,12 @@ def warmup_factor(epoch: float, start: float = 0.0, length: float = 0.0) -> floa
     if length <= 0:
         return 1.0
     return min(1.0, (epoch - start) / length)
+
+
+def scheduled_weight(weight: float, progress: float, start_epoch: float = 0.0, warmup_epochs: float = 0.0) -> float:
+    """The adversarial weight at `progress` fractional epochs: 0 before `start_epoch`, then a
+    linear ramp from 0 to `weight` over `warmup_epochs` (at once when 0)."""
+    return weight * warmup_factor(progress, start_epoch, warmup_epochs)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -51,9 +60,14 @@ def adaptive_weight(
 
     Both losses keep their graphs (``retain_graph``) for the backward pass that follows.
     ``torch.autograd.grad`` does not accumulate into ``.grad``, so DDP's gradient hooks do not
-    fire here; pass ``last_layer_weight(ddp_model)``.
+    fire here; pass ``last_layer_weight(ddp_model)``. Under torch.distributed the two gradients
+    are averaged over ranks (as DDP averages the real ones) before their norms are taken.
     """
     reconstruction_grad = torch.autograd.grad(reconstruction_loss, last_layer, retain_graph=True)[0]
     generator_grad = torch.autograd.grad(generator_loss, last_layer, retain_graph=True)[0]
-    weight = reconstruction_grad.norm() / (generator_grad.norm() + eps)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        both = torch.stack([reconstruction_grad.float(), generator_grad.float()])
+        dist.all_reduce(both)
+        reconstruction_grad, generator_grad = both / dist.get_world_size()
+    weight = reconstruction_grad.float().norm() / (generator_grad.float().norm() + eps)
     return weight.clamp(0.0, max_weight).detach()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -12,37 +13,27 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from brainsynth.core import distributed
-from brainsynth.core.checkpoint import load_checkpoint, save_checkpoint
+from brainsynth.core.checkpoint import load_checkpoint
 from brainsynth.core.errors import DataError, RunError
 from brainsynth.core.runner import Run
 from brainsynth.core.task import Section, Task
-from brainsynth.core.training import (
-    BestTracker,
-    OptimizerConfig,
-    autocast,
-    build_optimizer,
-    build_scheduler,
-    grad_scaler,
-)
+from brainsynth.core.loop import LoopConfig, Position, Trained, TrainingLoop
+from brainsynth.core.training import OptimizerConfig, autocast
+from brainsynth.plugins.adversarial.weighting import adaptive_weight, last_layer_weight, scheduled_weight
 
 TOKENS_META = "tokens.json"
 DEFAULT_METRICS = ("ms_ssim", "mae", "mse", "psnr")
 
 
 @dataclasses.dataclass
-class TokenizerTrainConfig:
-    """The ``train`` section of a tokenizer recipe."""
+class TokenizerTrainConfig(LoopConfig):
+    """The ``train`` section of a tokenizer recipe (epochs, batch_size, num_workers, log_every and
+    checkpoint_every are the shared loop's)."""
 
-    epochs: int = 10
-    batch_size: int = 1
     eval_every: int = 1
     """Evaluate on the val split every N epochs."""
-    log_every: int = 10
-    """Log training losses every N iterations."""
     image_every: int = 1
     """Log mid-slice images every N evaluations."""
-    num_workers: int = 0
     best_metric: str = "ms_ssim"
     """The evaluation metric that picks ``best.pt`` (maximised or minimised as the metric says)."""
 
@@ -72,6 +63,19 @@ class OutputsConfig:
     """extract: also write reconstructions as NIfTI."""
     tokens: str | None = None
     """decode: a folder of ``.npy`` token grids (default: the run's ``tokens/`` folder)."""
+
+
+@contextlib.contextmanager
+def _frozen(module: torch.nn.Module):
+    """`module` with ``requires_grad`` off for its parameters (restored afterwards)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 def _mid_slices(volume: torch.Tensor) -> np.ndarray:
@@ -124,17 +128,6 @@ class TokenizerTask(Task):
     def _network(self, run: Run):
         return run.build("network").to(run.device)
 
-    def _loader(self, run: Run, dataset, train: bool, sampler=None) -> torch.utils.data.DataLoader:
-        config = run.recipe["train"]
-        return torch.utils.data.DataLoader(
-            dataset,
-            batch_size=config["batch_size"] if train else 1,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            drop_last=train and len(dataset) >= config["batch_size"] * run.dist.world_size,
-            num_workers=config["num_workers"],
-        )
-
     def _load_trained(self, run: Run, network) -> dict[str, Any]:
         name = run.recipe["outputs"]["checkpoint"]
         path = run.checkpoints / f"{name}.pt"
@@ -146,6 +139,7 @@ class TokenizerTask(Task):
 
     # -- train ---------------------------------------------------------------------------------
     def train(self, run: Run) -> dict[str, Any]:
+        """Train the VQ-VAE (and its discriminator) on the shared loop; one step is `_train_step`."""
         recipe = run.recipe
         config = recipe["train"]
         data = run.build("data")
@@ -156,147 +150,85 @@ class TokenizerTask(Task):
         use_adversarial = adversarial["weight"] > 0
         if use_adversarial and recipe["discriminator"] is None:
             raise RunError("adversarial.weight > 0 needs a discriminator block (e.g. discriminator: {name: baseline_discriminator}).")
-        discriminator = run.build("discriminator").to(run.device) if use_adversarial else None
-        criterion = run.build("adversarial_loss") if use_adversarial else None
-
-        train_set = data.split("train", train=True)
-        sampler = None
-        if run.dist.is_distributed:
-            sampler = torch.utils.data.DistributedSampler(
-                train_set, num_replicas=run.dist.world_size, rank=run.dist.rank, shuffle=True, seed=recipe["seed"]
-            )
-        generator = torch.Generator().manual_seed(recipe["seed"])
-        loader = self._loader(run, train_set, train=True, sampler=sampler)
-        loader.generator = generator
-        if len(loader) == 0:
-            raise RunError(f"data: the train split has no full batch of size {config['batch_size']}.")
-        total_steps = config["epochs"] * len(loader)
-        g_model = distributed.wrap(network, run.dist, broadcast_buffers=False)
-        g_opt = build_optimizer(network.parameters(), recipe["optimizer"])
-        g_sched = build_scheduler(g_opt, recipe["optimizer"], total_steps)
-        g_scaler = grad_scaler(recipe["precision"], run.device)
-        modules = {"network": network}
-        optimizers, schedulers, scalers = {"network": g_opt}, {"network": g_sched}, {"network": g_scaler}
-        if use_adversarial:
-            d_model = distributed.wrap(discriminator, run.dist, broadcast_buffers=False)
-            d_opt = build_optimizer(discriminator.parameters(), recipe["discriminator_optimizer"])
-            d_sched = build_scheduler(d_opt, recipe["discriminator_optimizer"], total_steps)
-            d_scaler = grad_scaler(recipe["precision"], run.device)
-            modules["discriminator"] = discriminator
-            optimizers["discriminator"], schedulers["discriminator"], scalers["discriminator"] = d_opt, d_sched, d_scaler
         best_metric = config["best_metric"]
         metric_objects = self._metrics(run)
         if best_metric not in metric_objects:
             raise RunError(f"train.best_metric: '{best_metric}' is not among the metrics ({', '.join(metric_objects)}).")
-        tracker = BestTracker(best_metric, "max" if metric_objects[best_metric].higher_is_better else "min")
-        start_epoch, step, space = 0, 0, None
-        last = run.checkpoints / "last.pt"
-        if run.resume and last.is_file():
-            state = load_checkpoint(last, task=recipe.task, modules=modules, optimizers=optimizers, schedulers=schedulers, scalers=scalers)
-            start_epoch, step = state["epoch"], state["step"]
-            tracker.best = state["extra"].get("best")
-            space = state["extra"].get("space")
-            generator.set_state(state["extra"]["data_rng"])
-            run.say(f"resumed from {last} at epoch {start_epoch}")
 
-        metrics: dict[str, Any] = {}
-        evaluations = 0
-        for epoch in range(start_epoch, config["epochs"]):
-            if sampler is not None:
-                sampler.set_epoch(epoch)
-            network.train()
-            network.codebook.on_epoch_start(epoch + 1, iterations_per_epoch=len(loader), batch_size=config["batch_size"])
-            adv_weight = self._adversarial_weight(adversarial, epoch) if use_adversarial else 0.0
-            with run.progress(len(loader), f"tokenizer epoch {epoch + 1}/{config['epochs']}") as bar:
-                for batch in loader:
-                    image = batch["image"].to(run.device)
-                    if space is None:
-                        space = {"affine": _affine(batch["image"], 0).tolist(), "spatial_shape": list(image.shape[2:])}
-                    with autocast(recipe["precision"], run.device):
-                        out = g_model(image)
-                    recon = out.reconstruction.float()
-                    rec = loss_fn(recon, image.float())
-                    g_loss = rec.total + out.quantization_loss
-                    logged = {"loss": g_loss.item(), "quantization": out.quantization_loss.item(),
-                              "perplexity": out.perplexity.item(), "code_usage": out.code_usage.item()}
-                    logged.update({k: v.item() for k, v in rec.components.items()})
-                    if use_adversarial and adv_weight > 0:
-                        with autocast(recipe["precision"], run.device):
-                            fake_logits = d_model(recon)
-                        adv = criterion.generator_loss(fake_logits)
-                        weight = adv_weight
-                        if adversarial["adaptive"]:
-                            weight = weight * self._adaptive_weight(rec.total, adv, network)
-                        g_loss = g_loss + weight * adv
-                        logged.update({"generator_adversarial": adv.item(), "adversarial_weight": float(weight)})
-                    g_opt.zero_grad(set_to_none=True)
-                    g_scaler.scale(g_loss).backward()
-                    self._step(g_opt, g_scaler, network, recipe["optimizer"])
-                    g_sched.step()
-                    if use_adversarial:
-                        with autocast(recipe["precision"], run.device):
-                            real_logits = d_model(image)
-                            fake_logits = d_model(recon.detach())
-                        d_loss = criterion.discriminator_loss(real_logits, fake_logits)
-                        d_opt.zero_grad(set_to_none=True)
-                        d_scaler.scale(d_loss).backward()
-                        self._step(d_opt, d_scaler, discriminator, recipe["discriminator_optimizer"])
-                        d_sched.step()
-                        logged["discriminator"] = d_loss.item()
-                    step += 1
-                    bar.update(loss=logged["loss"])
-                    if step % config["log_every"] == 0:
-                        logged["lr"] = g_sched.get_last_lr()[0]
-                        logged.update(network.codebook.summaries())
-                        run.log.log(step, logged, epoch=epoch + 1)
-            metrics = {"epoch": epoch + 1, "step": step, "train_loss": logged["loss"]}
-            improved = False
-            if "val" in data.splits and (epoch + 1) % config["eval_every"] == 0:
-                evaluation = self._evaluate_split(run, network, data.split("val", train=False))
-                evaluations += 1
-                summary = evaluation["summary"]
-                run.log.log(step, summary, split="val", epoch=epoch + 1)
-                if evaluations % config["image_every"] == 0 and run.dist.is_main and evaluation["example"] is not None:
-                    real, recon = evaluation["example"]
-                    run.log.log_image("val/real_vs_reconstruction", np.concatenate([_mid_slices(real), _mid_slices(recon)], axis=0), step)
-                metrics.update({f"val_{k}": v for k, v in summary.items()})
-                improved = tracker.update(summary[best_metric])
-            if run.dist.is_main:
-                extra = {"best": tracker.best, "best_metric": best_metric, "data_rng": generator.get_state(),
-                         "metrics": metrics, "space": space}
-                save_checkpoint(last, task=recipe.task, recipe=recipe.text(), modules=modules, optimizers=optimizers,
-                                schedulers=schedulers, scalers=scalers, epoch=epoch + 1, step=step, extra=extra)
-                if improved or "val" not in data.splits:
-                    save_checkpoint(run.checkpoints / "best.pt", task=recipe.task, recipe=recipe.text(),
-                                    modules={"network": network}, epoch=epoch + 1, step=step, extra=extra)
-        if tracker.best is not None:
-            metrics[f"best_val_{best_metric}"] = tracker.best
-        return metrics
+        loop = TrainingLoop(run, data.split("train", train=True), config, desc="tokenizer")
+        # The EMA codebook sums its statistics over ranks itself: its buffers are not broadcast.
+        generator = loop.add("network", network, recipe["optimizer"], broadcast_buffers=False)
+        discriminator = criterion = None
+        if use_adversarial:
+            module = run.build("discriminator").to(run.device)
+            discriminator = loop.add("discriminator", module, recipe["discriminator_optimizer"])
+            criterion = run.build("adversarial_loss")
+
+        def on_epoch_start(epoch: int) -> None:
+            network.codebook.on_epoch_start(epoch + 1, iterations_per_epoch=loop.iterations_per_epoch, batch_size=config["batch_size"])
+
+        def step(batch: dict[str, Any], position: Position) -> dict[str, float]:
+            if "space" not in loop.extra:
+                image = batch["image"]
+                loop.extra["space"] = {"affine": _affine(image, 0).tolist(), "spatial_shape": list(image.shape[2:])}
+            return self._train_step(loop, batch["image"].to(run.device), position, loss_fn, generator,
+                                     discriminator, criterion, adversarial)
+
+        def evaluate(epoch: int) -> dict[str, float] | None:
+            if (epoch + 1) % config["eval_every"]:
+                return None
+            evaluation = self._evaluate_split(run, network, data.split("val", train=False))
+            summary = evaluation["summary"]
+            run.log.log(loop.step, summary, split="val", epoch=epoch + 1)
+            evaluations = (epoch + 1) // config["eval_every"]
+            if evaluations % config["image_every"] == 0 and run.dist.is_main and evaluation["example"] is not None:
+                real, recon = evaluation["example"]
+                run.log.log_image("val/real_vs_reconstruction", np.concatenate([_mid_slices(real), _mid_slices(recon)], axis=0), loop.step)
+            return {f"val_{k}": v for k, v in summary.items()}
+
+        direction = "max" if metric_objects[best_metric].higher_is_better else "min"
+        return loop.fit(
+            step, on_epoch_start=on_epoch_start, evaluate=evaluate if "val" in data.splits else None,
+            best=(f"val_{best_metric}", direction), best_modules=("network",),
+        )
 
     @staticmethod
-    def _step(optimizer, scaler, module, config) -> None:
-        if config["grad_clip"]:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(module.parameters(), config["grad_clip"])
-        scaler.step(optimizer)
-        scaler.update()
-
-    @staticmethod
-    def _adversarial_weight(config: dict, epoch: int) -> float:
-        """The adversarial weight of 0-based `epoch`: off before start, then a linear warm-up."""
-        if epoch < config["start_epoch"]:
-            return 0.0
-        if config["warmup_epochs"] <= 0:
-            return config["weight"]
-        return config["weight"] * min(1.0, (epoch - config["start_epoch"] + 1) / config["warmup_epochs"])
-
-    @staticmethod
-    def _adaptive_weight(reconstruction_loss, adversarial_loss, network) -> float:
-        """VQGAN's ratio of gradient norms at the decoder's last layer (clamped to [0, 1e4])."""
-        last = network.last_layer_weight
-        rec_grad = torch.autograd.grad(reconstruction_loss, last, retain_graph=True)[0]
-        adv_grad = torch.autograd.grad(adversarial_loss, last, retain_graph=True)[0]
-        return float(torch.clamp(rec_grad.norm() / (adv_grad.norm() + 1e-4), 0.0, 1e4).detach())
+    def _train_step(loop: TrainingLoop, image: torch.Tensor, position: Position, loss_fn, generator: Trained,
+                    discriminator: Trained | None, criterion, adversarial: dict) -> dict[str, float]:
+        """One generator step (reconstruction + quantisation [+ weighted adversarial] loss), then one
+        discriminator step on (real, detached reconstruction)."""
+        network = generator.module
+        with loop.autocast():
+            out = generator.model(image)
+        recon = out.reconstruction.float()
+        rec = loss_fn(recon, image.float())
+        g_loss = rec.total + out.quantization_loss
+        logged = {"loss": g_loss.item(), "quantization": out.quantization_loss.item(),
+                  "perplexity": out.perplexity.item(), "code_usage": out.code_usage.item()}
+        logged.update({k: v.item() for k, v in rec.components.items()})
+        logged.update(network.codebook.summaries())
+        weight = 0.0
+        if discriminator is not None:
+            weight = scheduled_weight(adversarial["weight"], position.progress, adversarial["start_epoch"], adversarial["warmup_epochs"])
+        if weight > 0:
+            # The discriminator judges the reconstruction without taking gradients itself (and
+            # without its DDP wrapper, whose gradient hooks belong to the discriminator's step).
+            with _frozen(discriminator.module), loop.autocast():
+                fake_logits = discriminator.module(recon)
+            adv = criterion.generator_loss(fake_logits)
+            if adversarial["adaptive"]:
+                weight = weight * float(adaptive_weight(rec.total, adv, last_layer_weight(network)))
+            g_loss = g_loss + weight * adv
+            logged.update({"generator_adversarial": adv.item(), "adversarial_weight": float(weight)})
+        generator.update(g_loss)
+        if discriminator is not None:
+            with loop.autocast():
+                real_logits = discriminator.model(image)
+                fake_logits = discriminator.model(recon.detach())
+            d_loss = criterion.discriminator_loss(real_logits, fake_logits)
+            discriminator.update(d_loss)
+            logged["discriminator"] = d_loss.item()
+        return logged
 
     # -- evaluation ------------------------------------------------------------------------------
     def _metrics(self, run: Run) -> dict[str, Any]:
@@ -397,8 +329,11 @@ class TokenizerTask(Task):
                 torch.distributed.all_gather_object(gathered, affines)
                 affines = {k: v for part in gathered for k, v in part.items()}
             if run.dist.is_main:
+                table = getattr(data, "conditioning_table", None)
                 meta = {"num_embeddings": network.num_embeddings, "grid": grid,
-                        "space": state["extra"].get("space"), "affines": affines}
+                        "space": state["extra"].get("space"), "affines": affines,
+                        "tokenizer_run": str(run.directory.resolve()),
+                        "conditioning_table": str(Path(table).resolve()) if table is not None else None}
                 (folder / TOKENS_META).write_text(json.dumps(meta))
             counts[split] = len(affines)
             run.say(f"extract {split}: {len(affines)} token grids in {folder}")
@@ -441,3 +376,9 @@ class TokenizerTask(Task):
                 bar.update()
         run.say(f"decode: {written} volumes in {out_root}")
         return {"decoded": written}
+
+    def dry_run(self, recipe, registry):
+        """The VQ-VAE (and discriminator) sized on the meta device, and the token grid of data.roi."""
+        from .dry_run import tokenizer_dry_run
+
+        return tokenizer_dry_run(recipe, registry)
