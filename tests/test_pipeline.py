@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path, run_cli, tiny_cohort): 
     result = run_cli("run", str(recipe))
     assert result.code == 0, result
     run_dir = tmp_path / "runs" / "demo"
-    for stage, modes in (("tokenizer", ("train", "extract", "evaluate")), ("prior", ("train", "sample"))):
+    for stage, modes in (("tokenizer", ("train", "extract", "evaluate")), ("prior", ("train", "sample", "evaluate"))):
         for mode in modes:
             assert (run_dir / stage / f"metrics.{mode}.json").is_file(), (stage, mode)
     assert len(list((run_dir / "prior" / "samples").glob("sample_*.nii.gz"))) == 4
@@ -51,8 +52,12 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path, run_cli, tiny_cohort): 
     assert run_cli("run", str(recipe)).code == 2
     result = run_cli("run", str(recipe), "--resume")
     assert result.code == 0, result
-    assert result.out.count("already done, skipped") == 5
-    assert json.loads((run_dir / "metrics.run.json").read_text())  == {}
+    assert result.out.count("already done, skipped") == 6
+    summary = json.loads((run_dir / "report" / "summary.json").read_text())
+    assert 0 < summary["tokenizer_ms_ssim"] <= 1 and "ventricular_volume_spearman" in summary
+    html = (run_dir / "report" / "index.html").read_text()
+    for name in re.findall(r'(?:src|href)="([^"#:]+)"', html):
+        assert (run_dir / "report" / name).is_file(), name
 
 
 def test_a_bad_stage_fails_before_anything_runs(tmp_path, run_cli, tiny_cohort):  # noqa: F811

@@ -25,6 +25,8 @@ from brainsynth.core.runner import Run
 from brainsynth.core.schema import Schema
 from brainsynth.core.task import Section, Task
 
+from .pipeline_report import ReportConfig, pipeline_report
+
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 
 
@@ -114,6 +116,7 @@ class PipelineTask(Task):
 
     sections = {
         "stages": Section(required=True, doc="the stages, in order: a list of {name, recipe, modes}"),
+        "report": Section(schema=ReportConfig, doc="the report written when every stage is done"),
     }
     modes = ("run",)
 
@@ -141,4 +144,9 @@ class PipelineTask(Task):
                 run.say(f"{label} -> {stage.directory}")
                 resume = run.resume and recipe.mode in runner.CREATING_MODES and stage.directory.exists()
                 results[f"{stage.name}.{recipe.mode}"] = runner.execute(recipe, run.registry, resume=resume)
+        report = run.recipe["report"]
+        if report["enabled"]:
+            index = pipeline_report(run.directory, report, run.recipe.text())
+            run.say(f"report: {index}")
+            results["report"] = str(index)
         return results

@@ -44,32 +44,6 @@ class ConditionedItems(torch.utils.data.Dataset):
         return item
 
 
-class WeightedEpochSampler(torch.utils.data.Sampler):
-    """Indices drawn with replacement in proportion to `weights`, a fresh draw per epoch.
-
-    Every rank draws the same sequence (seeded by seed and epoch) and keeps every
-    `world_size`-th index from its `rank`, so ranks see disjoint shares and a resumed run
-    repeats the draw of its epoch.
-    """
-
-    def __init__(self, weights: torch.Tensor, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.weights = weights.double()
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.per_rank = math.ceil(len(weights) / world_size)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.per_rank
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        drawn = torch.multinomial(self.weights, self.per_rank * self.world_size, replacement=True, generator=generator)
-        return iter(drawn[self.rank :: self.world_size].tolist())
-
-
 @dataclasses.dataclass
 class PriorParts:
     """The built pieces of a prior run, and the glue between data batches and the network."""
@@ -149,16 +123,10 @@ class PriorParts:
         codes = self.table.encode_subjects([subjects[i].name for i in indices]) if self.conditioned else None
         return ConditionedItems(base, indices, codes)
 
-    def sampler(self, split: str, dataset: ConditionedItems, generator, dist, seed: int):
-        """Weighted, distributed, or None (the loader then shuffles with `generator`)."""
-        if self.run.recipe["train"]["weighted"]:
-            names = [self.data.subjects(split)[i].name for i in dataset.indices]
-            return WeightedEpochSampler(self.table.weights(names), seed, dist.rank, dist.world_size)
-        if dist.is_distributed:
-            return torch.utils.data.DistributedSampler(
-                dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True, seed=seed
-            )
-        return None
+    def weights(self, split: str, dataset: ConditionedItems) -> torch.Tensor:
+        """The table's ``weight`` of each item of `dataset` (for weighted sampling)."""
+        names = [self.data.subjects(split)[i].name for i in dataset.indices]
+        return self.table.weights(names)
 
     def tokens(self, batch: Mapping[str, Any], device: torch.device) -> torch.Tensor:
         """[B, *grid] token ids of a batch: as stored, or encoded now by the frozen tokenizer."""

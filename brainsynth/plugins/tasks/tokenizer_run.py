@@ -10,7 +10,7 @@ import torch
 
 from brainsynth.core.checkpoint import load_checkpoint, read_checkpoint
 from brainsynth.core.errors import RecipeError, RunError
-from brainsynth.core.recipe import recipe_from_text
+from brainsynth.core.recipe import Recipe, recipe_from_text
 from brainsynth.core.registry import Registry
 
 
@@ -34,6 +34,8 @@ class TrainedTokenizer:
     directory: Path
     affine: list[list[float]] | None
     spatial_shape: list[int] | None
+    recipe: Recipe | None = None
+    """The recipe the tokenizer was trained with (its data block gives real brains in its space)."""
 
     @property
     def num_embeddings(self) -> int:
@@ -65,4 +67,4 @@ def load_tokenizer(directory: str | Path, checkpoint: str, registry: Registry, d
     loaded = load_checkpoint(path, task="tokenizer", modules={"network": network}, restore_rng=False)
     network.eval().requires_grad_(False)
     space: dict[str, Any] = loaded["extra"].get("space") or {}
-    return TrainedTokenizer(network, directory, space.get("affine"), space.get("spatial_shape"))
+    return TrainedTokenizer(network, directory, space.get("affine"), space.get("spatial_shape"), recipe)

@@ -16,19 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from brainsynth.core import distributed
-from brainsynth.core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from brainsynth.core.errors import RunError
+from brainsynth.core.checkpoint import load_checkpoint, read_checkpoint
+from brainsynth.core.errors import RecipeError, RunError
+from brainsynth.core.loop import LoopConfig, Position, TrainingLoop
 from brainsynth.core.runner import Run
 from brainsynth.core.task import Section, Task
-from brainsynth.core.training import (
-    BestTracker,
-    OptimizerConfig,
-    autocast,
-    build_optimizer,
-    build_scheduler,
-    grad_scaler,
-)
+from brainsynth.core.training import OptimizerConfig
 
+from .prior_evaluation import EvaluationConfig, write_evaluation
 from .prior_likelihood import LikelihoodConfig, write_likelihood_maps
 from .prior_parts import PriorParts, build_prior_parts
 from .prior_sampling import SampleConfig, write_samples
@@ -36,16 +31,12 @@ from .tokenizer_run import TokenizerSource
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """The ``train`` recipe section."""
+class TrainConfig(LoopConfig):
+    """The ``train`` recipe section (epochs, batch_size, log_every, checkpoint_every: see `LoopConfig`)."""
 
-    epochs: int = 10
     batch_size: int = 2
     eval_every: int = 1
     """Validate every N epochs (when a val split exists)."""
-    log_every: int = 10
-    """Log training loss every N iterations."""
-    num_workers: int = 0
     weighted: bool = False
     """Draw training subjects in proportion to the conditioning table's ``weight`` column."""
     missing: Literal["error", "drop"] = "error"
@@ -65,96 +56,45 @@ class TransformerTask(Task):
         "train": Section(schema=TrainConfig),
         "sample": Section(schema=SampleConfig),
         "likelihood": Section(schema=LikelihoodConfig),
+        "evaluation": Section(schema=EvaluationConfig),
     }
-    modes = ("train", "sample", "likelihood")
+    modes = ("train", "sample", "likelihood", "evaluate")
 
     def run(self, run: Run) -> dict[str, Any]:
         return getattr(self, run.mode)(run)
 
     # -- train ---------------------------------------------------------------------------------
     def train(self, run: Run) -> dict[str, Any]:
-        recipe = run.recipe
-        config = recipe["train"]
+        """Teacher-forced cross-entropy on the shared loop; validation CE picks ``best.pt``."""
+        config = run.recipe["train"]
+        if config["eval_every"] < 1:
+            raise RecipeError(f"{run.recipe.origins(('train', 'eval_every'))}: train.eval_every must be at least 1.")
         parts = build_prior_parts(run, fit_split="train")
-        network = parts.network
-        generator = torch.Generator().manual_seed(recipe["seed"])
         train_set = parts.dataset("train")
-        sampler = parts.sampler("train", train_set, generator, run.dist, recipe["seed"])
-        loader = torch.utils.data.DataLoader(
-            train_set,
-            batch_size=config["batch_size"],
-            shuffle=sampler is None,
-            sampler=sampler,
-            drop_last=len(train_set) >= config["batch_size"] * run.dist.world_size,
-            num_workers=config["num_workers"],
-            generator=generator,
-        )
-        if len(loader) == 0:
-            raise RunError(f"data: the train split has no full batch of size {config['batch_size']}.")
+        weights = parts.weights("train", train_set) if config["weighted"] else None
+        loop = TrainingLoop(run, train_set, config, weights=weights, desc="prior")
+        prior = loop.add("network", parts.network, run.recipe["optimizer"])
+        loop.extra.update(parts.saved_state())
         run.say(parts.describe())
-        trained = distributed.wrap(network, run.dist)
-        optimizer = build_optimizer(network.parameters(), recipe["optimizer"])
-        scheduler = build_scheduler(optimizer, recipe["optimizer"], config["epochs"] * len(loader))
-        scaler = grad_scaler(recipe["precision"], run.device)
-        tracker = BestTracker("val_ce", "min")
-        modules = {"network": network}
-        start_epoch, step = 0, 0
-        last = run.checkpoints / "last.pt"
-        if run.resume and last.is_file():
-            state = load_checkpoint(
-                last, task=recipe.task, modules=modules, optimizers={"network": optimizer},
-                schedulers={"network": scheduler}, scalers={"network": scaler},
-            )
-            start_epoch, step = state["epoch"], state["step"]
-            tracker.best = state["extra"].get("best")
-            generator.set_state(state["extra"]["data_rng"])
-            run.say(f"resumed from {last} at epoch {start_epoch}")
-        metrics: dict[str, Any] = {}
-        for epoch in range(start_epoch, config["epochs"]):
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-            network.train()
-            with run.progress(len(loader), f"prior epoch {epoch + 1}/{config['epochs']}") as bar:
-                for batch in loader:
-                    inputs, target, conditioning = parts.batch(batch, run.device)
-                    with autocast(recipe["precision"], run.device):
-                        logits = trained(inputs, conditioning)
-                    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if recipe["optimizer"]["grad_clip"]:
-                        scaler.unscale_(optimizer)
-                        torch.nn.utils.clip_grad_norm_(network.parameters(), recipe["optimizer"]["grad_clip"])
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    step += 1
-                    bar.update(loss=loss.item())
-                    if step % config["log_every"] == 0:
-                        run.log.log(step, {"ce": loss.item(), "lr": scheduler.get_last_lr()[0]}, epoch=epoch + 1)
-            metrics = {"epoch": epoch + 1, "step": step, "train_ce": loss.item()}
-            improved = False
-            if "val" in parts.data.splits and (epoch + 1) % config["eval_every"] == 0:
-                metrics["val_ce"] = distributed.all_reduce_mean(
-                    {"val_ce": self.validate(run, parts)}, run.dist
-                )["val_ce"]
-                run.log.log(step, {"ce": metrics["val_ce"]}, split="val", epoch=epoch + 1)
-                improved = tracker.update(metrics["val_ce"])
-            if run.dist.is_main:
-                extra = {"best": tracker.best, "data_rng": generator.get_state(), "metrics": metrics, **parts.saved_state()}
-                save_checkpoint(
-                    last, task=recipe.task, recipe=recipe.text(), modules=modules,
-                    optimizers={"network": optimizer}, schedulers={"network": scheduler},
-                    scalers={"network": scaler}, epoch=epoch + 1, step=step, extra=extra,
-                )
-                if improved or "val" not in parts.data.splits:
-                    save_checkpoint(
-                        run.checkpoints / "best.pt", task=recipe.task, recipe=recipe.text(), modules=modules,
-                        epoch=epoch + 1, step=step, extra=extra,
-                    )
-        if tracker.best is not None:
-            metrics["best_val_ce"] = tracker.best
-        return metrics
+
+        def step(batch: dict[str, Any], position: Position) -> dict[str, float]:
+            inputs, target, conditioning = parts.batch(batch, run.device)
+            with loop.autocast():
+                logits = prior.model(inputs, conditioning)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), target.reshape(-1))
+            prior.update(loss)
+            return {"ce": loss.item()}
+
+        def evaluate(epoch: int) -> dict[str, float] | None:
+            if (epoch + 1) % config["eval_every"]:
+                return None
+            value = distributed.all_reduce_mean({"val_ce": self.validate(run, parts)}, run.dist)["val_ce"]
+            run.log.log(loop.step, {"ce": value}, split="val", epoch=epoch + 1)
+            return {"val_ce": value}
+
+        return loop.fit(
+            step, evaluate=evaluate if "val" in parts.data.splits else None, best=("val_ce", "min"), summary=("ce",)
+        )
 
     @torch.no_grad()
     def validate(self, run: Run, parts: PriorParts) -> float:
@@ -192,6 +132,11 @@ class TransformerTask(Task):
         config = run.recipe["sample"]
         parts = self._trained_parts(run, config["checkpoint"])
         return write_samples(run, parts, config)
+
+    def evaluate(self, run: Run) -> dict[str, Any]:
+        config = run.recipe["evaluation"]
+        parts = self._trained_parts(run, run.recipe["sample"]["checkpoint"])
+        return write_evaluation(run, parts, config)
 
     def likelihood(self, run: Run) -> dict[str, Any]:
         config = run.recipe["likelihood"]

@@ -1,0 +1,95 @@
+"""The prior's ``evaluate`` mode: how real and how morphology-preserving its samples are.
+
+The samples written by ``sample`` are compared with real brains of one split of the tokenizer's
+own data, preprocessed by the tokenizer's evaluation chain, so both sets live in the space the
+tokenizer was trained in. The set metrics (diversity, MMD, FID or its clearly labelled
+random-feature stand-in, and conditioned-vs-measured volumes) come from the ``metric`` plugins.
+Results: ``metrics.evaluate.json`` (the summary), and in ``evaluation/``: ``rows.json`` (one row
+per volume), ``notes.json`` (how each number was obtained), ``files.json`` (the volumes compared)
+and the real brains used, as NIfTI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from brainsynth.core.errors import DataError, RunError
+from brainsynth.core.runner import Run
+from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
+
+from .prior_parts import PriorParts
+from .volumes import write_nifti
+
+EVALUATION_FOLDER = "evaluation"
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    """The ``evaluation`` section."""
+
+    samples: str = "samples"
+    """The folder of samples inside the run (``sample.output``)."""
+    split: str = "val"
+    """Real brains: this split of the tokenizer's data."""
+    fid_weights: str | None = None
+    """MedicalNet weights for FID; without them a random-feature distance is reported under its own name."""
+    metrics: list[dict[str, Any]] | None = None
+    """Set-metric blocks (default: ms_ssim_diversity, mmd, fid, morphology_preservation)."""
+
+
+def _sample_files(folder: Path) -> tuple[list[Path], list[dict[str, Any]]]:
+    manifest = folder / "samples.json"
+    if not manifest.is_file():
+        raise RunError(f"{folder}: no samples.json here; draw samples first (--mode sample).")
+    conditions = json.loads(manifest.read_text())["conditions"]
+    files = [folder / f"sample_{i:05d}.nii.gz" for i in range(len(conditions))]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise RunError(
+            f"{folder}: {len(missing)} of {len(files)} samples are not written yet (first: {missing[0]}); "
+            "finish them with --mode sample."
+        )
+    return files, conditions
+
+
+def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate the run's samples against real brains; write the evaluation files."""
+    files, conditions = _sample_files(run.directory / config["samples"])
+    tokenizer = parts.tokenizer
+    if tokenizer.recipe is None:
+        raise RunError(f"{tokenizer.directory}: the tokenizer's recipe is unknown, so its real brains are too.")
+    data = run.registry.build("dataset", tokenizer.recipe["data"])
+    dataset = data.split(config["split"], train=False)
+    out = run.directory / EVALUATION_FOLDER / "real"
+    out.mkdir(parents=True, exist_ok=True)
+    references, names, reference_conditioning = [], [], []
+    with run.progress(len(dataset), f"real brains ({config['split']})") as bar:
+        for index in range(len(dataset)):
+            item = dataset[index]
+            image = item["image"]
+            affine = np.asarray(image.affine, dtype=np.float64) if hasattr(image, "affine") else np.eye(4)
+            path = out / f"{item['subject']}.nii.gz"
+            write_nifti(path, image, affine)
+            references.append(path)
+            names.append(item["subject"])
+            if parts.table is not None:
+                try:
+                    reference_conditioning.append(parts.table.raw_values(item["subject"]))
+                except DataError:  # a real brain without a table row still counts for realism
+                    reference_conditioning.append({})
+            bar.update()
+    summary, rows, notes = evaluate_samples(
+        files, references, conditions, fid_weights=config["fid_weights"],
+        reference_conditioning=reference_conditioning or None, sample_names=[f.name.split(".")[0] for f in files],
+        reference_names=names, metrics=config["metrics"], registry=run.registry, log=run.say,
+    )
+    folder = run.directory / EVALUATION_FOLDER
+    (folder / "rows.json").write_text(json.dumps(rows, indent=1, default=float))
+    (folder / "notes.json").write_text(json.dumps(notes, indent=1))
+    (folder / "files.json").write_text(json.dumps({"samples": [str(f) for f in files], "real": [str(r) for r in references]}))
+    return {**summary, "samples": len(files), "real": len(references)}
