@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from _kill import run_and_kill
 from conftest import write_token_grids
 
 from brainsynth.core.checkpoint import read_checkpoint
-from brainsynth.core.logging import read_metrics
 
 
 def recipe(tokens: Path, table: Path, root: Path, name: str, *, batch_size: int, epochs: int = 1, extra: str = "") -> str:
@@ -73,19 +70,7 @@ def test_killed_prior_resumes_bit_identical(tmp_path, token_data, run_cli):
 
     kill_at = random.Random().randint(4, 10)
     killed = tmp_path / "runs" / "killed"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "brainsynth", "run", str(path), "--set", "experiment.name=killed"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    log = killed / "logs" / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        steps = [r["step"] for r in read_metrics(log) if r["split"] == "train"] if log.is_file() else []
-        if steps and steps[-1] >= kill_at:
-            os.kill(process.pid, signal.SIGKILL)
-            break
-        time.sleep(0.002)
-    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    run_and_kill(path, killed, kill_at, "--set", "experiment.name=killed")
     saved = read_checkpoint(killed / "checkpoints" / "last.pt")
     assert 3 <= saved["step"] < 20
 

@@ -12,6 +12,8 @@ from brainsynth.core.errors import CheckpointError, RecipeError
 from brainsynth.core.plugins import registry
 from brainsynth.plugins.losses.backbones import RandomBackbone, build_backbone
 from brainsynth.plugins.losses.lpips_alex import LPIPSAlex, installed_stlpips_weights, load_lpips_alex
+from brainsynth.plugins.losses.lpips_squeeze import LPIPSSqueeze, load_lpips_squeeze
+from brainsynth.plugins.losses.lpips_vgg import LPIPSVGG, installed_stlpips_vgg_weights, load_lpips_vgg
 from brainsynth.plugins.losses.spectral import magnitude_loss, phase_loss
 
 
@@ -79,6 +81,48 @@ def test_perceptual_backbones_without_weights_say_which_file_is_needed(tmp_path)
         build_loss(name="perceptual", backbone="medicalnet", weights=str(missing))
     with pytest.raises(RecipeError, match="needs a local weights file"):
         build_backbone("medicalnet")
+    if installed_stlpips_vgg_weights() is None:
+        with pytest.raises(RecipeError, match="vgg_shift_tolerant.pth.*set 'weights: /path/to/file'"):
+            build_loss(name="perceptual", backbone="vgg")
+    with pytest.raises(RecipeError, match="squeezenet1_1-b8a52dc0.pth.*squeeze.pth.*set 'weights: /path/to/file'"):
+        build_loss(name="jukebox_perceptual", backbone="squeeze")
+
+
+def _torchvision_layout(trunk: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``slice<n>.<index>.<param>`` -> torchvision's ``features.<index>.<param>``."""
+    return {f"features.{key.split('.', 1)[1]}": value for key, value in trunk.state_dict().items() if "filt" not in key}
+
+
+@pytest.mark.parametrize("make, load, layouts", [
+    (LPIPSVGG, load_lpips_vgg, ("shift_tolerant", "vanilla")),
+    (LPIPSSqueeze, load_lpips_squeeze, (None,)),
+])
+def test_lpips_vgg_and_squeeze_load_full_and_torchvision_files_strictly(tmp_path, make, load, layouts):
+    x, y = torch.rand(2, 1, 40, 48) * 2 - 1, torch.rand(2, 1, 40, 48) * 2 - 1
+    for layout in layouts:
+        torch.manual_seed(0)
+        reference = make(layout) if layout else make()
+        full = tmp_path / "full.pth"
+        torch.save(reference.state_dict(), full)
+        loaded = load(full)
+        assert loaded.layout == (layout or "vanilla")
+        torch.testing.assert_close(loaded(x, y), reference(x, y))
+        assert loaded(x, x).abs().max() < 1e-6
+    broken = reference.state_dict()
+    broken.pop("lin1.model.1.weight")
+    torch.save(broken, full)
+    with pytest.raises(CheckpointError, match="does not fit the LPIPS.*lin1"):
+        load(full)
+    # the vanilla trunk as torchvision saves it, plus the lpips package's heads file
+    torch.save(_torchvision_layout(reference.net), tmp_path / "torchvision.pth")
+    torch.save({k: v for k, v in reference.state_dict().items() if k.startswith("lin")}, tmp_path / "heads.pth")
+    with pytest.raises(CheckpointError, match="without LPIPS heads"):
+        load(tmp_path / "torchvision.pth")
+    assembled = load(tmp_path / "torchvision.pth", tmp_path / "heads.pth")
+    torch.testing.assert_close(assembled(x, y), reference(x, y))
+    loss = build_loss(name="perceptual", backbone="squeeze" if make is LPIPSSqueeze else "vgg",
+                      weights=str(tmp_path / "torchvision.pth"), heads=str(tmp_path / "heads.pth"))
+    assert "LPIPS" in loss.perceptual.label and "torchvision.pth" in loss.perceptual.label
 
 
 def test_lpips_alex_loads_its_files_strictly(tmp_path):
@@ -120,6 +164,20 @@ def test_the_real_shift_tolerant_weights_load_and_rank_distortions():
     small = loss(target + 0.02 * torch.randn_like(target), target).total
     large = loss(target + 0.2 * torch.randn_like(target), target).total
     assert 0 < small < large and not loss.is_random_backbone
+
+
+STLPIPS_VGG = os.environ.get("BRAINSYNTH_STLPIPS_VGG_WEIGHTS") or installed_stlpips_vgg_weights()
+
+
+@pytest.mark.skipif(
+    not STLPIPS_VGG, reason="set BRAINSYNTH_STLPIPS_VGG_WEIGHTS to stlpips-pytorch's vgg_shift_tolerant.pth")
+def test_the_real_shift_tolerant_vgg_weights_load_and_rank_distortions():
+    loss = build_loss(name="perceptual", backbone="vgg", weights=str(STLPIPS_VGG), pixel_factor=0.0)
+    torch.manual_seed(0)
+    target = torch.rand(1, 1, 32, 40, 36)
+    small = loss(target + 0.02 * torch.randn_like(target), target).total
+    large = loss(target + 0.2 * torch.randn_like(target), target).total
+    assert 0 < small < large and "VGG-16 (shift-tolerant)" in loss.perceptual.label
 
 
 def test_medicalnet_backbone_loads_a_medicalnet_style_file(tmp_path):

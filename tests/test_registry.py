@@ -110,7 +110,7 @@ def test_load_plugins_switch_restricts_plugins(monkeypatch):
     plugins.reset()
     try:
         reg = plugins.registry()
-        assert reg.names("task") == ["tokenizer", "transformer"]
+        assert reg.names("task") == ["pipeline", "tokenizer", "transformer"]
         assert reg.names("dataset") == []
     finally:
         monkeypatch.delenv(plugins.LOAD_PLUGINS_ENV)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 
 import torch
 from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
+from _kill import run_and_kill
 
 from brainsynth.core.checkpoint import read_checkpoint
-from brainsynth.core.logging import read_metrics
 
 
 def recipe(cohort, train, root, name: str) -> str:
@@ -46,20 +41,7 @@ def test_killed_run_resumes_bit_identical(tmp_path, tiny_cohort, run_cli):  # no
     # The same run in its own process, killed (SIGKILL) at a random step after its first checkpoint.
     kill_at = random.Random().randint(4, 10)
     killed = tmp_path / "runs" / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "brainsynth", "run", str(path), "--set", "experiment.name=killed"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )
-    log = killed / "logs" / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        steps = [r["step"] for r in read_metrics(log) if r["split"] == "train"] if log.is_file() else []
-        if steps and steps[-1] >= kill_at:
-            os.kill(process.pid, signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    assert process.wait(timeout=60) == -signal.SIGKILL, "the run ended before it could be killed"
+    run_and_kill(path, killed, kill_at, "--set", "experiment.name=killed")
     saved = read_checkpoint(killed / "checkpoints" / "last.pt")
     assert 3 <= saved["step"] < 12
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import gc
 import math
+import weakref
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from brainsynth.core.plugins import registry
 from brainsynth.core.tokenizer import Tokenizer, TokenizerOutput
 from brainsynth.plugins.codebooks.vanilla import VanillaCodebook
 from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
+from brainsynth.plugins.tokenizers.blocks import SlimResidualLayer
 from brainsynth.plugins.tokenizers.original_weights import convert_original_state_dict
 
 MANIFEST = Path(__file__).parent / "data" / "original_vqvae_state_dict.tsv"
@@ -93,6 +96,38 @@ def test_activation_checkpointing_gives_the_same_gradients():
         model(x).reconstruction.square().mean().backward()
         grads.append(model.encoder[2][0][0].weight.grad.clone())
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_cheap_activations_are_recomputed_in_the_backward_pass_not_kept(monkeypatch):
+    """Residual outputs and the first encoder stage's output are freed after the forward pass;
+    the gradients are those of the plain graph (dropout included, same seed)."""
+    merge = SlimResidualLayer.merge
+    outputs: list[weakref.ref] = []
+
+    def recording_merge(self, hidden, x):
+        out = merge(self, hidden, x)
+        outputs.append(weakref.ref(out))
+        return out
+
+    monkeypatch.setattr(SlimResidualLayer, "merge", recording_merge)
+    x = torch.rand(1, 1, 16, 16, 16)
+    grads, alive = [], []
+    for recompute in (False, True):
+        model = tiny(num_res_layers=2, dropout=0.2)
+        model.recompute_cheap_activations = recompute
+        model.encoder[1].register_forward_hook(lambda module, args, out: outputs.append(weakref.ref(out)))
+        outputs.clear()
+        torch.manual_seed(3)
+        loss = model(x).reconstruction.square().mean()
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in outputs))
+        assert len(outputs) == 1 + 4 * 2  # first stage + (2 levels x 2 layers) in encoder and decoder
+        loss.backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert alive == [9, 0]
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 20
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
 
 
 def test_residual_layers_mirror_the_original_layout():

@@ -6,6 +6,9 @@ with a `label` for the run log, `is_random` (True only for the untrained test ba
 
 * ``alex`` — LPIPS AlexNet (see `lpips_alex`), from `weights` (and `heads` for a torchvision
   trunk). Without `weights`, an installed ``stlpips-pytorch`` wheel's file is used if present.
+* ``vgg`` — LPIPS VGG-16 (see `lpips_vgg`), the same way (``vgg_shift_tolerant.pth``).
+* ``squeeze`` — LPIPS SqueezeNet 1.1 (see `lpips_squeeze`): no wheel ships it, so `weights`
+  (torchvision's trunk) and `heads` (the lpips package's heads) are both required.
 * ``medicalnet`` — MONAI's 3D ResNet with MedicalNet weights (Chen et al. 2019) from `weights`
   (Tencent's ``resnet_<depth>_23dataset.pth``); LPIPS-style distance over its five stages.
 * ``random`` — a small untrained convolutional net with a fixed seed, for tests and demos. It is
@@ -23,8 +26,10 @@ from torch import nn
 from brainsynth.core.errors import CheckpointError, RecipeError
 
 from .lpips_alex import BlurPool2d, installed_stlpips_weights, load_lpips_alex, load_strict, read_state_dict, unit_normalize
+from .lpips_squeeze import load_lpips_squeeze
+from .lpips_vgg import installed_stlpips_vgg_weights, load_lpips_vgg
 
-BACKBONES = ("alex", "medicalnet", "random")
+BACKBONES = ("alex", "vgg", "squeeze", "medicalnet", "random")
 MEDICALNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)
 
 
@@ -45,11 +50,11 @@ class FrozenBackbone(nn.Module):
 
 
 class LPIPSBackbone(FrozenBackbone):
-    """LPIPS AlexNet on images scaled to [-1, 1]."""
+    """An LPIPS network (AlexNet, VGG-16 or SqueezeNet trunk) on images scaled to [-1, 1]."""
 
-    def __init__(self, weights: Path, heads: Path | None) -> None:
+    def __init__(self, lpips: nn.Module, weights: Path) -> None:
         super().__init__()
-        self.lpips = load_lpips_alex(weights, heads)
+        self.lpips = lpips
         self.label = f"{self.lpips.label} from {weights}"
         self.freeze()
 
@@ -145,6 +150,17 @@ ALEX_WEIGHTS = (
     "LPIPS AlexNet weights: alex_shift_tolerant.pth from the stlpips-pytorch 0.0.2 wheel "
     "(stlpips_pytorch/weights/vST0.0/), or a full LPIPS AlexNet state dict"
 )
+VGG_WEIGHTS = (
+    "LPIPS VGG-16 weights: vgg_shift_tolerant.pth from the stlpips-pytorch 0.0.2 wheel "
+    "(stlpips_pytorch/weights/vST0.0/), or a full LPIPS VGG state dict"
+)
+SQUEEZE_WEIGHTS = (
+    "torchvision's SqueezeNet 1.1 weights squeezenet1_1-b8a52dc0.pth, plus 'heads:' set to the lpips "
+    "package's weights/v0.1/squeeze.pth (no wheel ships SqueezeNet LPIPS weights complete)"
+)
+LPIPS_LOADERS = {"alex": (load_lpips_alex, installed_stlpips_weights, ALEX_WEIGHTS, "alex.pth"),
+                 "vgg": (load_lpips_vgg, installed_stlpips_vgg_weights, VGG_WEIGHTS, "vgg.pth"),
+                 "squeeze": (load_lpips_squeeze, lambda: None, SQUEEZE_WEIGHTS, "squeeze.pth")}
 
 
 def build_backbone(
@@ -153,12 +169,15 @@ def build_backbone(
     """The perceptual backbone `backbone`, with its weights read from local files only."""
     if backbone == "random":
         return RandomBackbone(in_channels)
-    if backbone == "alex":
-        if weights is None and installed_stlpips_weights() is not None:
-            return LPIPSBackbone(installed_stlpips_weights(), None)
-        path = _weights_file("alex", weights, ALEX_WEIGHTS)
-        head_path = _weights_file("alex", heads, "the lpips package's weights/v0.1/alex.pth") if heads else None
-        return LPIPSBackbone(path, head_path)
+    if backbone in LPIPS_LOADERS:
+        load, installed, wanted, heads_file = LPIPS_LOADERS[backbone]
+        if weights is None and installed() is not None:
+            return LPIPSBackbone(load(installed(), None), installed())
+        path = _weights_file(backbone, weights, wanted)
+        head_path = None
+        if heads is not None:
+            head_path = _weights_file(backbone, heads, f"the lpips package's weights/v0.1/{heads_file}")
+        return LPIPSBackbone(load(path, head_path), path)
     if backbone == "medicalnet":
         if depth not in MEDICALNET_DEPTHS:
             raise RecipeError(f"perceptual backbone 'medicalnet': depth must be one of {MEDICALNET_DEPTHS}, got {depth}.")

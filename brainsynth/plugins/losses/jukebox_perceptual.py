@@ -23,9 +23,9 @@ class JukeboxPerceptualLoss(ReconstructionLoss):
         spectral_factor: weight of the Fourier-magnitude MSE (the original ``fft_factor``).
         perceptual_factor: weight of each view's mean perceptual distance.
         pixel_factor: weight of the voxel-wise MSE.
-        backbone: ``alex`` (LPIPS), ``medicalnet`` (3D ResNet) or ``random`` (tests/demos).
+        backbone: ``alex``, ``vgg`` or ``squeeze`` (LPIPS), ``medicalnet`` (3D ResNet) or ``random`` (tests/demos).
         weights: local weights file of the backbone (never downloaded).
-        heads: LPIPS heads file when `weights` is a torchvision AlexNet trunk.
+        heads: LPIPS heads file when `weights` is a torchvision trunk (AlexNet, VGG-16, SqueezeNet).
         depth: MedicalNet ResNet depth.
         slice_fraction: fraction of slices scored per axis in 2.5D.
         input_range: intensity range of the images, mapped to [-1, 1] for the backbone.

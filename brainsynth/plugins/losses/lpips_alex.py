@@ -144,14 +144,19 @@ class LPIPSAlex(nn.Module):
         return lpips_distance(self.net, self.heads, self.scaling_layer(x), self.scaling_layer(y))
 
 
-def installed_stlpips_weights() -> Path | None:
-    """``alex_shift_tolerant.pth`` of an installed stlpips-pytorch wheel (found without importing it)."""
+def installed_stlpips_file(relative: str) -> Path | None:
+    """A file of an installed stlpips-pytorch wheel, found through its metadata (never imported)."""
     try:
         distribution = importlib.metadata.distribution("stlpips-pytorch")
     except importlib.metadata.PackageNotFoundError:
         return None
-    path = Path(str(distribution.locate_file(STLPIPS_FILE)))
+    path = Path(str(distribution.locate_file(relative)))
     return path if path.is_file() else None
+
+
+def installed_stlpips_weights() -> Path | None:
+    """``alex_shift_tolerant.pth`` of an installed stlpips-pytorch wheel."""
+    return installed_stlpips_file(STLPIPS_FILE)
 
 
 def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:

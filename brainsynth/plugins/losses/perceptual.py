@@ -20,7 +20,7 @@ from brainsynth.core.tokenizer import LossOutput, ReconstructionLoss
 
 from .backbones import FrozenBackbone, build_backbone
 
-Backbone = Literal["alex", "medicalnet", "random"]
+Backbone = Literal["alex", "vgg", "squeeze", "medicalnet", "random"]
 
 
 def random_slices(volume: torch.Tensor, axis: int, indices: torch.Tensor) -> torch.Tensor:
@@ -86,9 +86,9 @@ class PerceptualLoss(ReconstructionLoss):
     Args:
         perceptual_factor: weight of each view's mean distance (0.001 in the original).
         pixel_factor: weight of the voxel-wise MSE.
-        backbone: ``alex`` (LPIPS), ``medicalnet`` (3D ResNet) or ``random`` (tests/demos).
+        backbone: ``alex``, ``vgg`` or ``squeeze`` (LPIPS), ``medicalnet`` (3D ResNet) or ``random`` (tests/demos).
         weights: local weights file of the backbone (never downloaded).
-        heads: LPIPS heads file when `weights` is a torchvision AlexNet trunk.
+        heads: LPIPS heads file when `weights` is a torchvision trunk (AlexNet, VGG-16, SqueezeNet).
         depth: MedicalNet ResNet depth (10, 18, 34, 50, 101, 152, 200).
         slice_fraction: fraction of slices scored per axis in 2.5D (0.5 in the original).
         input_range: intensity range of the images, mapped to [-1, 1] for the backbone.

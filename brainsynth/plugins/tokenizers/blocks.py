@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Conv, Dropout
 from torch import nn
 
+from .recompute import RecomputeScope
+
 ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], Callable[[torch.Tensor], torch.Tensor]]] = {
     "relu": (functools.partial(nn.ReLU, inplace=True), functools.partial(F.relu, inplace=True)),
     "leakyrelu": (
@@ -44,8 +46,21 @@ class SlimResidualLayer(nn.Sequential):
         )
         self._output_act = self_act
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branch = super().forward(x)
+    def forward(self, x: torch.Tensor, recompute: RecomputeScope | None = None) -> torch.Tensor:
+        """With a `recompute` scope, the output is saved for backward as ``merge(hidden, x)``."""
+        hidden = self.hidden(x)
+        out = self.merge(hidden, x)
+        if recompute is not None:
+            recompute.register(out, self.merge, hidden, x)
+        return out
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The expensive half: ``dropout(act(conv3x3(x)))``."""
+        return self[2](self[1](self[0](x)))
+
+    def merge(self, hidden: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The cheap half, ``act(x + conv1x1(hidden))``: recomputable from `hidden` and `x`."""
+        branch = self[3](hidden)
         branch += x  # in place: the 1x1 conv's output is needed by nothing else; saves a full-size copy
         return self._output_act(branch)
 

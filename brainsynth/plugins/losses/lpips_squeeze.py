@@ -1,0 +1,126 @@
+"""LPIPS with a SqueezeNet 1.1 trunk (Zhang et al. 2018), in plain torch, from local files.
+
+No wheel ships these weights complete: the trunk is torchvision's SqueezeNet 1.1 file
+(``squeezenet1_1-b8a52dc0.pth``, ``features.*`` keys) and the calibration heads are the lpips
+package's ``weights/v0.1/squeeze.pth`` (``lin0``..``lin6``); a single full LPIPS state dict
+(``net.slice*`` + ``lin*``) is read too. The seven taps follow the lpips package's cut of
+``features``: [0, 1], [2-4], [5-7], [8, 9], [10], [11], [12].
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from brainsynth.core.errors import CheckpointError
+
+from .lpips_alex import LinearHead, ScalingLayer, load_strict, lpips_distance, read_state_dict
+
+CHANNELS = (64, 128, 256, 384, 384, 512, 512)
+FIRE = {3: (64, 16, 64), 4: (128, 16, 64), 6: (128, 32, 128), 7: (256, 32, 128),
+        9: (256, 48, 192), 10: (384, 48, 192), 11: (384, 64, 256), 12: (512, 64, 256)}
+"""features index -> (input channels, squeeze channels, channels of each expand branch)."""
+SLICES = ((0, 1), (2, 3, 4), (5, 6, 7), (8, 9), (10,), (11,), (12,))
+
+
+class Fire(nn.Module):
+    """SqueezeNet's fire module: a 1x1 squeeze, then 1x1 and 3x3 expands side by side."""
+
+    def __init__(self, in_channels: int, squeeze: int, expand: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(in_channels, squeeze, 1)
+        self.expand1x1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand3x3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.squeeze(x))
+        return torch.cat([torch.relu(self.expand1x1(x)), torch.relu(self.expand3x3(x))], dim=1)
+
+
+def _layer(index: int) -> nn.Module:
+    if index == 0:
+        return nn.Conv2d(3, 64, 3, stride=2)
+    if index == 1:
+        return nn.ReLU(inplace=True)
+    if index in FIRE:
+        return Fire(*FIRE[index])
+    return nn.MaxPool2d(3, 2, ceil_mode=True)
+
+
+class SqueezeTrunk(nn.Module):
+    """SqueezeNet 1.1 features cut into the seven LPIPS taps (torchvision's layer indices)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for number, indices in enumerate(SLICES, start=1):
+            self.add_module(f"slice{number}", nn.Sequential(OrderedDict((str(i), _layer(i)) for i in indices)))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for number in range(1, len(SLICES) + 1):
+            x = getattr(self, f"slice{number}")(x)
+            taps.append(x)
+        return taps
+
+
+class LPIPSSqueeze(nn.Module):
+    """LPIPS-SqueezeNet distance of images in [-1, 1], one value per image; 1 or 3 channels."""
+
+    spatial_dims = 2
+    is_random = False
+    layout = "vanilla"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scaling_layer = ScalingLayer()
+        self.net = SqueezeTrunk()
+        for index, channels in enumerate(CHANNELS):
+            self.add_module(f"lin{index}", LinearHead(channels))
+        self.label = "LPIPS SqueezeNet 1.1"
+
+    @property
+    def heads(self) -> list[nn.Module]:
+        return [getattr(self, f"lin{i}") for i in range(len(CHANNELS))]
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] not in (1, 3):
+            raise ValueError(f"LPIPS takes 1- or 3-channel images, got {x.shape[1]} channels")
+        return lpips_distance(self.net, self.heads, self.scaling_layer(x), self.scaling_layer(y))
+
+
+def load_lpips_squeeze(weights: Path, heads: Path | None = None) -> LPIPSSqueeze:
+    """LPIPS-SqueezeNet from a full LPIPS state dict, or torchvision's trunk file plus `heads`."""
+    state = read_state_dict(weights, "LPIPS SqueezeNet weights")
+    model = LPIPSSqueeze()
+    if "net.slice1.0.weight" in state:
+        state.setdefault("scaling_layer.shift", model.scaling_layer.shift)
+        state.setdefault("scaling_layer.scale", model.scaling_layer.scale)
+        load_strict(model, state, weights, "LPIPS SqueezeNet 1.1")
+        return model
+    if "features.0.weight" not in state:
+        raise CheckpointError(
+            f"{weights}: not a SqueezeNet 1.1 file (no features.* or net.slice1.* keys). Use torchvision's "
+            f"squeezenet1_1-b8a52dc0.pth with 'heads:' set to the lpips package's weights/v0.1/squeeze.pth."
+        )
+    if heads is None:
+        raise CheckpointError(
+            f"{weights} is a torchvision SqueezeNet (features.* keys) without LPIPS heads. Also set "
+            f"'heads:' to the lpips package's weights/v0.1/squeeze.pth (the lin0..lin6 layers)."
+        )
+    slice_of = {str(i): number for number, indices in enumerate(SLICES, start=1) for i in indices}
+    trunk = {}
+    for key, value in state.items():
+        _, index, rest = key.split(".", 2) if key.startswith("features.") else ("", "", "")
+        if index in slice_of:
+            trunk[f"slice{slice_of[index]}.{index}.{rest}"] = value
+    load_strict(model.net, trunk, weights, "SqueezeNet 1.1 trunk")
+    head_state = read_state_dict(heads, "LPIPS heads")
+    for index in range(len(CHANNELS)):
+        key = f"lin{index}.model.1.weight"
+        if key not in head_state:
+            raise CheckpointError(f"{heads}: no '{key}'; expected the lpips package's v0.1 squeeze.pth.")
+        load_strict(getattr(model, f"lin{index}"), {"model.1.weight": head_state[key]}, heads, "LPIPS heads")
+    return model
