@@ -179,6 +179,43 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, w
         raise CheckpointError(f"{path}: this file does not fit the {what}: {' '.join(first)}") from None
 
 
+def load_full_lpips(model: nn.Module, state: dict[str, torch.Tensor], weights: Path, what: str) -> nn.Module:
+    """Load one full LPIPS state dict (``net.*`` + ``lin*``; the fixed scaling layer may be absent)."""
+    state.setdefault("scaling_layer.shift", model.scaling_layer.shift)
+    state.setdefault("scaling_layer.scale", model.scaling_layer.scale)
+    load_strict(model, state, weights, what)
+    return model
+
+
+def load_torchvision_lpips(
+    model: nn.Module, state: dict[str, torch.Tensor], weights: Path, heads: Path | None, heads_file: str, what: str
+) -> nn.Module:
+    """Load torchvision's ``features.<i>.*`` trunk into the model's slices, and the heads from `heads`.
+
+    The trunk's slices keep torchvision's layer indices as child names, so ``features.<i>.<p>``
+    goes to ``<slice holding i>.<i>.<p>``. The heads file is the lpips package's ``v0.1/<heads_file>``.
+    """
+    if heads is None:
+        raise CheckpointError(
+            f"{weights} is a torchvision {what} (features.* keys) without LPIPS heads. Also set "
+            f"'heads:' to the lpips package's weights/v0.1/{heads_file} (the lin* layers)."
+        )
+    slice_of = {index: name for name, stage in model.net.named_children() for index, _ in stage.named_children()}
+    trunk = {}
+    for key, value in state.items():
+        _, index, param = key.split(".", 2) if key.startswith("features.") else ("", "", "")
+        if index in slice_of:
+            trunk[f"{slice_of[index]}.{index}.{param}"] = value
+    load_strict(model.net, trunk, weights, f"{what} trunk")
+    head_state = read_state_dict(heads, "LPIPS heads")
+    for index, head in enumerate(model.heads):
+        key = f"lin{index}.model.1.weight"
+        if key not in head_state:
+            raise CheckpointError(f"{heads}: no '{key}'; expected the lpips package's v0.1 {heads_file}.")
+        load_strict(head, {"model.1.weight": head_state[key]}, heads, "LPIPS heads")
+    return model
+
+
 def load_lpips_alex(weights: Path, heads: Path | None = None) -> LPIPSAlex:
     """LPIPS-Alex from local files; the trunk layout is read from the file's keys."""
     state = read_state_dict(weights, "LPIPS AlexNet weights")
@@ -187,33 +224,10 @@ def load_lpips_alex(weights: Path, heads: Path | None = None) -> LPIPSAlex:
     elif "net.slice1.0.weight" in state:
         model = LPIPSAlex("vanilla")
     elif "features.0.weight" in state:
-        if heads is None:
-            raise CheckpointError(
-                f"{weights} is a torchvision AlexNet (features.* keys) without LPIPS heads. Also set "
-                f"'heads:' to the lpips package's weights/v0.1/alex.pth (the lin0..lin4 layers)."
-            )
-        model = LPIPSAlex("vanilla")
-        trunk_keys = {"features.0": "slice1.0", "features.3": "slice2.3", "features.6": "slice3.6",
-                      "features.8": "slice4.8", "features.10": "slice5.10"}
-        trunk = {}
-        for key, value in state.items():
-            layer, _, param = key.rpartition(".")
-            if layer in trunk_keys:
-                trunk[f"{trunk_keys[layer]}.{param}"] = value
-        load_strict(model.net, trunk, weights, "AlexNet trunk")
-        head_state = read_state_dict(heads, "LPIPS heads")
-        for index in range(len(CHANNELS)):
-            key = f"lin{index}.model.1.weight"
-            if key not in head_state:
-                raise CheckpointError(f"{heads}: no '{key}'; expected the lpips package's v0.1 alex.pth.")
-            load_strict(getattr(model, f"lin{index}"), {"model.1.weight": head_state[key]}, heads, "LPIPS heads")
-        return model
+        return load_torchvision_lpips(LPIPSAlex("vanilla"), state, weights, heads, "alex.pth", "AlexNet")
     else:
         raise CheckpointError(
             f"{weights}: not an LPIPS AlexNet file (no net.slice1.* or features.* keys). Use stlpips-pytorch's "
             f"alex_shift_tolerant.pth or a full LPIPS AlexNet state dict."
         )
-    state.setdefault("scaling_layer.shift", model.scaling_layer.shift)
-    state.setdefault("scaling_layer.scale", model.scaling_layer.scale)
-    load_strict(model, state, weights, f"LPIPS AlexNet ({model.layout})")
-    return model
+    return load_full_lpips(model, state, weights, f"LPIPS AlexNet ({model.layout})")

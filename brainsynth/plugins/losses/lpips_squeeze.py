@@ -17,7 +17,7 @@ from torch import nn
 
 from brainsynth.core.errors import CheckpointError
 
-from .lpips_alex import LinearHead, ScalingLayer, load_strict, lpips_distance, read_state_dict
+from .lpips_alex import LinearHead, ScalingLayer, load_full_lpips, load_torchvision_lpips, lpips_distance, read_state_dict
 
 CHANNELS = (64, 128, 256, 384, 384, 512, 512)
 FIRE = {3: (64, 16, 64), 4: (128, 16, 64), 6: (128, 32, 128), 7: (256, 32, 128),
@@ -94,33 +94,11 @@ class LPIPSSqueeze(nn.Module):
 def load_lpips_squeeze(weights: Path, heads: Path | None = None) -> LPIPSSqueeze:
     """LPIPS-SqueezeNet from a full LPIPS state dict, or torchvision's trunk file plus `heads`."""
     state = read_state_dict(weights, "LPIPS SqueezeNet weights")
-    model = LPIPSSqueeze()
     if "net.slice1.0.weight" in state:
-        state.setdefault("scaling_layer.shift", model.scaling_layer.shift)
-        state.setdefault("scaling_layer.scale", model.scaling_layer.scale)
-        load_strict(model, state, weights, "LPIPS SqueezeNet 1.1")
-        return model
-    if "features.0.weight" not in state:
-        raise CheckpointError(
-            f"{weights}: not a SqueezeNet 1.1 file (no features.* or net.slice1.* keys). Use torchvision's "
-            f"squeezenet1_1-b8a52dc0.pth with 'heads:' set to the lpips package's weights/v0.1/squeeze.pth."
-        )
-    if heads is None:
-        raise CheckpointError(
-            f"{weights} is a torchvision SqueezeNet (features.* keys) without LPIPS heads. Also set "
-            f"'heads:' to the lpips package's weights/v0.1/squeeze.pth (the lin0..lin6 layers)."
-        )
-    slice_of = {str(i): number for number, indices in enumerate(SLICES, start=1) for i in indices}
-    trunk = {}
-    for key, value in state.items():
-        _, index, rest = key.split(".", 2) if key.startswith("features.") else ("", "", "")
-        if index in slice_of:
-            trunk[f"slice{slice_of[index]}.{index}.{rest}"] = value
-    load_strict(model.net, trunk, weights, "SqueezeNet 1.1 trunk")
-    head_state = read_state_dict(heads, "LPIPS heads")
-    for index in range(len(CHANNELS)):
-        key = f"lin{index}.model.1.weight"
-        if key not in head_state:
-            raise CheckpointError(f"{heads}: no '{key}'; expected the lpips package's v0.1 squeeze.pth.")
-        load_strict(getattr(model, f"lin{index}"), {"model.1.weight": head_state[key]}, heads, "LPIPS heads")
-    return model
+        return load_full_lpips(LPIPSSqueeze(), state, weights, "LPIPS SqueezeNet 1.1")
+    if "features.0.weight" in state:
+        return load_torchvision_lpips(LPIPSSqueeze(), state, weights, heads, "squeeze.pth", "SqueezeNet 1.1")
+    raise CheckpointError(
+        f"{weights}: not a SqueezeNet 1.1 file (no features.* or net.slice1.* keys). Use torchvision's "
+        f"squeezenet1_1-b8a52dc0.pth with 'heads:' set to the lpips package's weights/v0.1/squeeze.pth."
+    )

@@ -27,7 +27,8 @@ from .lpips_alex import (
     LinearHead,
     ScalingLayer,
     installed_stlpips_file,
-    load_strict,
+    load_full_lpips,
+    load_torchvision_lpips,
     lpips_distance,
     read_state_dict,
 )
@@ -111,32 +112,10 @@ def load_lpips_vgg(weights: Path, heads: Path | None = None) -> LPIPSVGG:
     elif "net.slice1.0.weight" in state:
         model = LPIPSVGG("vanilla")
     elif "features.0.weight" in state:
-        if heads is None:
-            raise CheckpointError(
-                f"{weights} is a torchvision VGG-16 (features.* keys) without LPIPS heads. Also set "
-                f"'heads:' to the lpips package's weights/v0.1/vgg.pth (the lin0..lin4 layers)."
-            )
-        model = LPIPSVGG("vanilla")
-        slice_of = {index: name for name, stage in model.net.named_children() for index, _ in stage.named_children()}
-        trunk = {}
-        for key, value in state.items():
-            _, index, param = key.split(".", 2) if key.startswith("features.") else ("", "", "")
-            if index in slice_of:
-                trunk[f"{slice_of[index]}.{index}.{param}"] = value
-        load_strict(model.net, trunk, weights, "VGG-16 trunk")
-        head_state = read_state_dict(heads, "LPIPS heads")
-        for index in range(len(CHANNELS)):
-            key = f"lin{index}.model.1.weight"
-            if key not in head_state:
-                raise CheckpointError(f"{heads}: no '{key}'; expected the lpips package's v0.1 vgg.pth.")
-            load_strict(getattr(model, f"lin{index}"), {"model.1.weight": head_state[key]}, heads, "LPIPS heads")
-        return model
+        return load_torchvision_lpips(LPIPSVGG("vanilla"), state, weights, heads, "vgg.pth", "VGG-16")
     else:
         raise CheckpointError(
             f"{weights}: not an LPIPS VGG file (no net.slice1.* or features.* keys). Use stlpips-pytorch's "
             f"vgg_shift_tolerant.pth or a full LPIPS VGG state dict."
         )
-    state.setdefault("scaling_layer.shift", model.scaling_layer.shift)
-    state.setdefault("scaling_layer.scale", model.scaling_layer.scale)
-    load_strict(model, state, weights, f"LPIPS VGG-16 ({model.layout})")
-    return model
+    return load_full_lpips(model, state, weights, f"LPIPS VGG-16 ({model.layout})")
