@@ -47,7 +47,18 @@ def _slice(layers: dict[int, nn.Module]) -> nn.Sequential:
     return nn.Sequential(OrderedDict((str(index), layer) for index, layer in layers.items()))
 
 
-class AlexTrunk(nn.Module):
+class TapTrunk(nn.Module):
+    """A trunk whose child modules are its slices, in order; it returns each slice's output (a tap)."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps = []
+        for stage in self.children():
+            x = stage(x)
+            taps.append(x)
+        return taps
+
+
+class AlexTrunk(TapTrunk):
     """AlexNet features cut into the five LPIPS taps (after each ReLU)."""
 
     def __init__(self, layout: str) -> None:
@@ -67,13 +78,6 @@ class AlexTrunk(nn.Module):
             self.slice5 = _slice({10: nn.Conv2d(256, 256, 3, padding=1), 11: relu()})
         else:
             raise ValueError(f"unknown AlexNet layout {layout!r}")
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for stage in (self.slice1, self.slice2, self.slice3, self.slice4, self.slice5):
-            x = stage(x)
-            taps.append(x)
-        return taps
 
 
 class LinearHead(nn.Module):
@@ -119,29 +123,41 @@ class ScalingLayer(nn.Module):
         return (x - self.shift) / self.scale
 
 
-class LPIPSAlex(nn.Module):
-    """LPIPS-Alex distance of images in [-1, 1], one value per image; 1 or 3 channels."""
+class LPIPSNetwork(nn.Module):
+    """LPIPS distance of images in [-1, 1], one value per image; 1 or 3 channels.
+
+    A trunk (`TapTrunk`) and one `LinearHead` per tap, named ``net`` and ``lin<i>`` as in the
+    lpips package, so its state dicts load as they are.
+    """
 
     spatial_dims = 2
     is_random = False
 
-    def __init__(self, layout: str = "shift_tolerant") -> None:
+    def __init__(self, trunk: TapTrunk, channels: tuple[int, ...], label: str, layout: str = "vanilla") -> None:
         super().__init__()
         self.layout = layout
         self.scaling_layer = ScalingLayer()
-        self.net = AlexTrunk(layout)
-        for index, channels in enumerate(CHANNELS):
-            self.add_module(f"lin{index}", LinearHead(channels))
-        self.label = f"LPIPS AlexNet ({layout.replace('_', '-')})"
+        self.net = trunk
+        for index, width in enumerate(channels):
+            self.add_module(f"lin{index}", LinearHead(width))
+        self.label = label
+        self.taps = len(channels)
 
     @property
     def heads(self) -> list[nn.Module]:
-        return [getattr(self, f"lin{i}") for i in range(len(CHANNELS))]
+        return [getattr(self, f"lin{i}") for i in range(self.taps)]
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape[1] not in (1, 3):
             raise ValueError(f"LPIPS takes 1- or 3-channel images, got {x.shape[1]} channels")
         return lpips_distance(self.net, self.heads, self.scaling_layer(x), self.scaling_layer(y))
+
+
+class LPIPSAlex(LPIPSNetwork):
+    """LPIPS with the AlexNet trunk, `layout` ``shift_tolerant`` or ``vanilla``."""
+
+    def __init__(self, layout: str = "shift_tolerant") -> None:
+        super().__init__(AlexTrunk(layout), CHANNELS, f"LPIPS AlexNet ({layout.replace('_', '-')})", layout)
 
 
 def installed_stlpips_file(relative: str) -> Path | None:

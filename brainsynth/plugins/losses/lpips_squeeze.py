@@ -17,7 +17,7 @@ from torch import nn
 
 from brainsynth.core.errors import CheckpointError
 
-from .lpips_alex import LinearHead, ScalingLayer, load_full_lpips, load_torchvision_lpips, lpips_distance, read_state_dict
+from .lpips_alex import LPIPSNetwork, TapTrunk, load_full_lpips, load_torchvision_lpips, read_state_dict
 
 CHANNELS = (64, 128, 256, 384, 384, 512, 512)
 FIRE = {3: (64, 16, 64), 4: (128, 16, 64), 6: (128, 32, 128), 7: (256, 32, 128),
@@ -50,7 +50,7 @@ def _layer(index: int) -> nn.Module:
     return nn.MaxPool2d(3, 2, ceil_mode=True)
 
 
-class SqueezeTrunk(nn.Module):
+class SqueezeTrunk(TapTrunk):
     """SqueezeNet 1.1 features cut into the seven LPIPS taps (torchvision's layer indices)."""
 
     def __init__(self) -> None:
@@ -58,37 +58,12 @@ class SqueezeTrunk(nn.Module):
         for number, indices in enumerate(SLICES, start=1):
             self.add_module(f"slice{number}", nn.Sequential(OrderedDict((str(i), _layer(i)) for i in indices)))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for number in range(1, len(SLICES) + 1):
-            x = getattr(self, f"slice{number}")(x)
-            taps.append(x)
-        return taps
 
-
-class LPIPSSqueeze(nn.Module):
-    """LPIPS-SqueezeNet distance of images in [-1, 1], one value per image; 1 or 3 channels."""
-
-    spatial_dims = 2
-    is_random = False
-    layout = "vanilla"
+class LPIPSSqueeze(LPIPSNetwork):
+    """LPIPS with the SqueezeNet 1.1 trunk."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.scaling_layer = ScalingLayer()
-        self.net = SqueezeTrunk()
-        for index, channels in enumerate(CHANNELS):
-            self.add_module(f"lin{index}", LinearHead(channels))
-        self.label = "LPIPS SqueezeNet 1.1"
-
-    @property
-    def heads(self) -> list[nn.Module]:
-        return [getattr(self, f"lin{i}") for i in range(len(CHANNELS))]
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] not in (1, 3):
-            raise ValueError(f"LPIPS takes 1- or 3-channel images, got {x.shape[1]} channels")
-        return lpips_distance(self.net, self.heads, self.scaling_layer(x), self.scaling_layer(y))
+        super().__init__(SqueezeTrunk(), CHANNELS, "LPIPS SqueezeNet 1.1")
 
 
 def load_lpips_squeeze(weights: Path, heads: Path | None = None) -> LPIPSSqueeze:

@@ -17,19 +17,17 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from brainsynth.core.errors import CheckpointError
 
 from .lpips_alex import (
     BlurPool2d,
-    LinearHead,
-    ScalingLayer,
+    LPIPSNetwork,
+    TapTrunk,
     installed_stlpips_file,
     load_full_lpips,
     load_torchvision_lpips,
-    lpips_distance,
     read_state_dict,
 )
 
@@ -41,7 +39,7 @@ CHANNELS = (64, 128, 256, 512, 512)
 STLPIPS_VGG_FILE = "stlpips_pytorch/weights/vST0.0/vgg_shift_tolerant.pth"
 
 
-class VGGTrunk(nn.Module):
+class VGGTrunk(TapTrunk):
     """VGG-16 features cut into the five LPIPS taps; layer indices run on across the slices as in
     torchvision's ``features`` (plus one blur-pool per max-pool in the shift-tolerant layout)."""
 
@@ -66,37 +64,12 @@ class VGGTrunk(nn.Module):
         for number, layers in enumerate(slices[:-1], start=1):
             self.add_module(f"slice{number}", nn.Sequential(layers))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        taps = []
-        for number in range(1, len(TAP_CONVS) + 1):
-            x = getattr(self, f"slice{number}")(x)
-            taps.append(x)
-        return taps
 
-
-class LPIPSVGG(nn.Module):
-    """LPIPS-VGG distance of images in [-1, 1], one value per image; 1 or 3 channels."""
-
-    spatial_dims = 2
-    is_random = False
+class LPIPSVGG(LPIPSNetwork):
+    """LPIPS with the VGG-16 trunk, `layout` ``shift_tolerant`` or ``vanilla``."""
 
     def __init__(self, layout: str = "shift_tolerant") -> None:
-        super().__init__()
-        self.layout = layout
-        self.scaling_layer = ScalingLayer()
-        self.net = VGGTrunk(layout)
-        for index, channels in enumerate(CHANNELS):
-            self.add_module(f"lin{index}", LinearHead(channels))
-        self.label = f"LPIPS VGG-16 ({layout.replace('_', '-')})"
-
-    @property
-    def heads(self) -> list[nn.Module]:
-        return [getattr(self, f"lin{i}") for i in range(len(CHANNELS))]
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] not in (1, 3):
-            raise ValueError(f"LPIPS takes 1- or 3-channel images, got {x.shape[1]} channels")
-        return lpips_distance(self.net, self.heads, self.scaling_layer(x), self.scaling_layer(y))
+        super().__init__(VGGTrunk(layout), CHANNELS, f"LPIPS VGG-16 ({layout.replace('_', '-')})", layout)
 
 
 def installed_stlpips_vgg_weights() -> Path | None:
