@@ -7,10 +7,16 @@ import torch
 from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
 
 from brainsynth.core.checkpoint import read_checkpoint
-from brainsynth.core.loop import epoch_batches, epoch_indices
+from brainsynth.core.loop import epoch_batches, epoch_indices, evaluation_due
 from brainsynth.core.training import autocast
 from brainsynth.plugins.adversarial.weighting import scheduled_weight
 from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
+
+
+def test_validation_runs_every_n_epochs_and_after_the_last():
+    assert [e + 1 for e in range(12) if evaluation_due(e, 5, 12)] == [5, 10, 12]
+    assert [e + 1 for e in range(3) if evaluation_due(e, 5, 3)] == [3]
+    assert [e + 1 for e in range(4) if evaluation_due(e, 1, 4)] == [1, 2, 3, 4]
 
 
 def test_uniform_order_is_reshuffled_each_epoch_and_split_over_ranks():

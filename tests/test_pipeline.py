@@ -23,7 +23,7 @@ def tiny_demo(cohort: Path, root: Path) -> dict:
     tokenizer["network"]["codebook"]["num_embeddings"] = 16
     tokenizer["train"].update({"epochs": 1, "batch_size": 4, "eval_every": 1})
     prior["network"].update({"dim": 16, "depth": 1, "heads": 2, "attn_dim_head": 8})
-    prior["train"].update({"epochs": 1, "batch_size": 4})
+    prior["train"].update({"epochs": 1, "batch_size": 4})  # eval_every stays 5: the last epoch is validated
     prior["sample"]["grid"] = {"ventricular_volume": [15, 40], "age": [50, 80]}
     prior["sample"]["batch_size"] = 4
     return demo

@@ -52,6 +52,11 @@ class LoopConfig:
     """Also write ``last.pt`` every N iterations (0: at the end of each epoch only)."""
 
 
+def evaluation_due(epoch: int, eval_every: int, epochs: int) -> bool:
+    """Validate after every `eval_every`-th epoch and after the last, so ``best.pt`` has seen the final weights."""
+    return (epoch + 1) % eval_every == 0 or epoch + 1 == epochs
+
+
 @dataclasses.dataclass(frozen=True)
 class Position:
     """Where a step is: 0-based epoch and iteration in it, and the steps done before it."""

@@ -29,6 +29,7 @@ import numpy as np
 
 from brainsynth.core.data import VolumeSource, cache_root, list_subjects
 from brainsynth.core.errors import BrainsynthError, DataError
+from brainsynth.core.logging import Progress
 from brainsynth.core.transforms import transform_settings
 
 from .cohort_synthesis import cohort_grid, draw_subject, synthesize
@@ -98,22 +99,30 @@ def _write_cohort(folder: Path, settings: dict) -> None:
     images.mkdir(parents=True)
     conditioning, lists = [], {"train": [], "val": []}
     val = set(validation_subjects(settings["subjects"], settings["seed"], settings["val_fraction"]))
-    for index in range(settings["subjects"]):
-        subject = synthesize(draw_subject(index, settings["seed"]), grid)
-        variables = subject.variables
-        image = nib.Nifti1Image(subject.t1, grid.affine)
-        image.header.set_xyzt_units("mm")
-        image.set_sform(grid.affine, code=4)  # 4: MNI 152 space
-        image.set_qform(grid.affine, code=4)
-        relative = f"images/{variables.name}.nii.gz"
-        nib.save(image, str(folder / relative))
-        volumes = [f"{subject.ventricular_volume:.3f}", f"{subject.brain_volume:.3f}"]
-        conditioning.append([variables.name, f"{variables.age:.2f}", variables.sex, *volumes])
-        lists["val" if index in val else "train"].append([relative, variables.name])
+    desc = f"demo cohort ({settings['subjects']} subjects at {settings['spacing']:g} mm, built once and reused)"
+    with Progress(settings["subjects"], desc, enabled=os.environ.get("RANK", "0") == "0") as bar:
+        for index in range(settings["subjects"]):
+            _write_subject(folder, grid, settings, index, index in val, conditioning, lists)
+            bar.update()
     _write_table(folder / "conditioning.tsv", list(CONDITIONING_COLUMNS), conditioning)
     for name, rows in lists.items():
         _write_table(folder / f"{name}.tsv", ["path", "subject"], rows)
     (folder / "cohort.json").write_text(json.dumps(settings, indent=2) + "\n")
+
+
+def _write_subject(folder: Path, grid, settings: dict, index: int, is_val: bool, conditioning: list, lists: dict) -> None:
+    """Synthesize subject `index`, save its T1 and add its rows to `conditioning` and `lists`."""
+    subject = synthesize(draw_subject(index, settings["seed"]), grid)
+    variables = subject.variables
+    image = nib.Nifti1Image(subject.t1, grid.affine)
+    image.header.set_xyzt_units("mm")
+    image.set_sform(grid.affine, code=4)  # 4: MNI 152 space
+    image.set_qform(grid.affine, code=4)
+    relative = f"images/{variables.name}.nii.gz"
+    nib.save(image, str(folder / relative))
+    volumes = [f"{subject.ventricular_volume:.3f}", f"{subject.brain_volume:.3f}"]
+    conditioning.append([variables.name, f"{variables.age:.2f}", variables.sex, *volumes])
+    lists["val" if is_val else "train"].append([relative, variables.name])
 
 
 def build_demo_cohort(

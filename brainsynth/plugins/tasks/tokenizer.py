@@ -17,7 +17,7 @@ from brainsynth.core.checkpoint import load_checkpoint
 from brainsynth.core.errors import DataError, RunError
 from brainsynth.core.runner import Run
 from brainsynth.core.task import Section, Task
-from brainsynth.core.loop import LoopConfig, Position, Trained, TrainingLoop
+from brainsynth.core.loop import LoopConfig, Position, Trained, TrainingLoop, evaluation_due
 from brainsynth.core.training import OptimizerConfig, autocast
 from brainsynth.plugins.adversarial.weighting import adaptive_weight, last_layer_weight, scheduled_weight
 
@@ -175,7 +175,7 @@ class TokenizerTask(Task):
                                      discriminator, criterion, adversarial)
 
         def evaluate(epoch: int) -> dict[str, float] | None:
-            if (epoch + 1) % config["eval_every"]:
+            if not evaluation_due(epoch, config["eval_every"], config["epochs"]):
                 return None
             evaluation = self._evaluate_split(run, network, data.split("val", train=False))
             summary = evaluation["summary"]

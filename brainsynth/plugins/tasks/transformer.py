@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from brainsynth.core import distributed
 from brainsynth.core.checkpoint import load_checkpoint, read_checkpoint
 from brainsynth.core.errors import RecipeError, RunError
-from brainsynth.core.loop import LoopConfig, Position, TrainingLoop
+from brainsynth.core.loop import LoopConfig, Position, TrainingLoop, evaluation_due
 from brainsynth.core.runner import Run
 from brainsynth.core.task import Section, Task
 from brainsynth.core.training import OptimizerConfig
@@ -86,7 +86,7 @@ class TransformerTask(Task):
             return {"ce": loss.item()}
 
         def evaluate(epoch: int) -> dict[str, float] | None:
-            if (epoch + 1) % config["eval_every"]:
+            if not evaluation_due(epoch, config["eval_every"], config["epochs"]):
                 return None
             value = distributed.all_reduce_mean({"val_ce": self.validate(run, parts)}, run.dist)["val_ce"]
             run.log.log(loop.step, {"ce": value}, split="val", epoch=epoch + 1)

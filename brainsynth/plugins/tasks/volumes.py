@@ -30,13 +30,19 @@ def write_nifti(path: Path, volume: torch.Tensor | np.ndarray, affine: np.ndarra
     tmp.replace(path)
 
 
+PREVIEW_HEIGHT = 192
+"""Small images are enlarged (nearest neighbour, by a whole factor) to at least this height."""
+
+
 def write_png(path: Path, image: np.ndarray) -> None:
-    """A [H, W] image in [0, 1] as an 8-bit grey PNG, via a temporary file."""
+    """A [H, W] image in [0, 1] as an 8-bit grey PNG, via a temporary file; coarse images enlarged."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib import image as mpimg
 
+    factor = max(1, -(-PREVIEW_HEIGHT // max(image.shape[0], 1)))
+    image = np.kron(image, np.ones((factor, factor), dtype=image.dtype)) if factor > 1 else image
     tmp = path.with_name(f".{path.name}.tmp.png")
     mpimg.imsave(tmp, np.clip(image, 0, 1), cmap="gray", vmin=0.0, vmax=1.0)
     tmp.replace(path)
