@@ -55,6 +55,11 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path, run_cli, tiny_cohort): 
     assert result.out.count("already done, skipped") == 6
     summary = json.loads((run_dir / "report" / "summary.json").read_text())
     assert 0 < summary["tokenizer_ms_ssim"] <= 1 and "ventricular_volume_spearman" in summary
+    # the real brains were also measured after the tokenizer: the ceiling of the samples' rho
+    assert "ventricular_volume_reconstructed_spearman" in summary
+    real = sorted(p.name for p in (run_dir / "prior" / "evaluation" / "real").glob("*.nii.gz"))
+    through = sorted(p.name for p in (run_dir / "prior" / "evaluation" / "reconstructed").glob("*.nii.gz"))
+    assert real and through == real
     html = (run_dir / "report" / "index.html").read_text()
     for name in re.findall(r'(?:src|href)="([^"#:]+)"', html):
         assert (run_dir / "report" / name).is_file(), name

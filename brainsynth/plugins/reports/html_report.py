@@ -101,6 +101,10 @@ def describe_metric(key: str) -> str:
             return f"the same ρ on real brains, recorded vs measured {name}: what the measurement reaches"
         if key == f"{variable}_real_slope":
             return f"the same slope on real brains, recorded vs measured {name}"
+        if key == f"{variable}_reconstructed_spearman":
+            return f"the same ρ on real brains after the tokenizer: the most the samples can reach ({name})"
+        if key == f"{variable}_reconstructed_slope":
+            return f"the same slope on real brains after the tokenizer ({name})"
     return ""
 
 

@@ -7,6 +7,11 @@ random-feature stand-in, and conditioned-vs-measured volumes) come from the ``me
 Results: ``metrics.evaluate.json`` (the summary), and in ``evaluation/``: ``rows.json`` (one row
 per volume), ``notes.json`` (how each number was obtained), ``files.json`` (the volumes compared)
 and the real brains used, as NIfTI.
+
+The real brains are also passed through the tokenizer (encode, quantise, decode) and their
+volumes measured again (``<variable>_reconstructed_spearman``, ``..._slope``): the morphology
+the tokenizer keeps is all the prior can condition, so this is the ceiling of the samples' ρ,
+and it tells a weak tokenizer from a weak prior.
 """
 
 from __future__ import annotations
@@ -17,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from brainsynth.core.errors import DataError, RunError
 from brainsynth.core.runner import Run
+from brainsynth.plugins.metrics.morphology_preservation import MorphologyPreservation
 from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
+from brainsynth.plugins.metrics.volume_sets import load_volume_set
 
 from .prior_parts import PriorParts
 from .volumes import write_nifti
@@ -65,10 +73,11 @@ def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dic
         raise RunError(f"{tokenizer.directory}: the tokenizer's recipe is unknown, so its real brains are too.")
     data = run.registry.build("dataset", tokenizer.recipe["data"])
     dataset = data.split(config["split"], train=False)
-    out = run.directory / EVALUATION_FOLDER / "real"
+    out, through = (run.directory / EVALUATION_FOLDER / name for name in ("real", "reconstructed"))
     out.mkdir(parents=True, exist_ok=True)
-    references, names, reference_conditioning = [], [], []
-    with run.progress(len(dataset), f"real brains ({config['split']})") as bar:
+    through.mkdir(parents=True, exist_ok=True)
+    references, reconstructed, names, reference_conditioning = [], [], [], []
+    with run.progress(len(dataset), f"real brains ({config['split']}), and through the tokenizer") as bar:
         for index in range(len(dataset)):
             item = dataset[index]
             image = item["image"]
@@ -76,6 +85,10 @@ def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dic
             path = out / f"{item['subject']}.nii.gz"
             write_nifti(path, image, affine)
             references.append(path)
+            with torch.no_grad():
+                tokens = tokenizer.network.encode_tokens(torch.as_tensor(image)[None].float().to(run.device))
+                write_nifti(through / path.name, tokenizer.network.decode_tokens(tokens)[0], affine)
+            reconstructed.append(through / path.name)
             names.append(item["subject"])
             if parts.table is not None:
                 try:
@@ -88,8 +101,32 @@ def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dic
         reference_conditioning=reference_conditioning or None, sample_names=[f.name.split(".")[0] for f in files],
         reference_names=names, metrics=config["metrics"], registry=run.registry, log=run.say,
     )
+    kept = _morphology_kept(reconstructed, reference_conditioning, names)
+    if kept is not None:
+        summary.update(kept.values)
+        rows = [*rows, *kept.rows]
+        notes["morphology_reconstructed"] = (
+            f"measure_morphology on the {len(reconstructed)} real brains after encode-quantise-decode by the tokenizer "
+            "vs their table values: the ceiling of the samples' rho"
+        )
+        run.say("through the tokenizer: " + ", ".join(f"{k} {v:.4g}" for k, v in kept.values.items()))
     folder = run.directory / EVALUATION_FOLDER
     (folder / "rows.json").write_text(json.dumps(rows, indent=1, default=float))
     (folder / "notes.json").write_text(json.dumps(notes, indent=1))
-    (folder / "files.json").write_text(json.dumps({"samples": [str(f) for f in files], "real": [str(r) for r in references]}))
+    (folder / "files.json").write_text(json.dumps({
+        "samples": [str(f) for f in files], "real": [str(r) for r in references],
+        "reconstructed": [str(r) for r in reconstructed],
+    }))
     return {**summary, "samples": len(files), "real": len(references)}
+
+
+def _morphology_kept(reconstructed: list[Path], conditioning: list[dict], names: list[str]):
+    """Morphology of the real brains after the tokenizer vs their table values (None without volumes)."""
+    variables = [v for v in MorphologyPreservation().variables if any(v in row for row in conditioning)]
+    if not variables or len(reconstructed) < 2:
+        return None
+    volumes = load_volume_set(reconstructed, label="reconstructed", conditioning=conditioning, names=names)
+    result = MorphologyPreservation(variables)(volumes)
+    values = {key.replace("_spearman", "_reconstructed_spearman").replace("_slope", "_reconstructed_slope"): value
+              for key, value in result.values.items()}
+    return dataclasses.replace(result, values=values)
