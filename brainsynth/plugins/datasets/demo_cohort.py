@@ -102,7 +102,9 @@ def _write_cohort(folder: Path, settings: dict) -> None:
     desc = f"demo cohort ({settings['subjects']} subjects at {settings['spacing']:g} mm, built once and reused)"
     with Progress(settings["subjects"], desc, enabled=os.environ.get("RANK", "0") == "0") as bar:
         for index in range(settings["subjects"]):
-            _write_subject(folder, grid, settings, index, index in val, conditioning, lists)
+            condition_row, list_row = _write_subject(folder, grid, settings["seed"], index)
+            conditioning.append(condition_row)
+            lists["val" if index in val else "train"].append(list_row)
             bar.update()
     _write_table(folder / "conditioning.tsv", list(CONDITIONING_COLUMNS), conditioning)
     for name, rows in lists.items():
@@ -110,9 +112,9 @@ def _write_cohort(folder: Path, settings: dict) -> None:
     (folder / "cohort.json").write_text(json.dumps(settings, indent=2) + "\n")
 
 
-def _write_subject(folder: Path, grid, settings: dict, index: int, is_val: bool, conditioning: list, lists: dict) -> None:
-    """Synthesize subject `index`, save its T1 and add its rows to `conditioning` and `lists`."""
-    subject = synthesize(draw_subject(index, settings["seed"]), grid)
+def _write_subject(folder: Path, grid, seed: int, index: int) -> tuple[list, list]:
+    """Synthesize subject `index` and save its T1; return its conditioning row and its subject-list row."""
+    subject = synthesize(draw_subject(index, seed), grid)
     variables = subject.variables
     image = nib.Nifti1Image(subject.t1, grid.affine)
     image.header.set_xyzt_units("mm")
@@ -121,8 +123,7 @@ def _write_subject(folder: Path, grid, settings: dict, index: int, is_val: bool,
     relative = f"images/{variables.name}.nii.gz"
     nib.save(image, str(folder / relative))
     volumes = [f"{subject.ventricular_volume:.3f}", f"{subject.brain_volume:.3f}"]
-    conditioning.append([variables.name, f"{variables.age:.2f}", variables.sex, *volumes])
-    lists["val" if is_val else "train"].append([relative, variables.name])
+    return [variables.name, f"{variables.age:.2f}", variables.sex, *volumes], [relative, variables.name]
 
 
 def build_demo_cohort(

@@ -88,23 +88,25 @@ class ReportInputs:
     montage_columns: int = 6
 
 
+MORPHOLOGY_DESCRIPTIONS = {
+    "spearman": "Spearman ρ of measured vs conditioned {name} over the samples (1 = same ranking)",
+    "slope": "least-squares slope of measured on conditioned {name} (1 = a ml asked is a ml made)",
+    "real_spearman": "the same ρ on real brains, recorded vs measured {name}: what the measurement reaches",
+    "real_slope": "the same slope on real brains, recorded vs measured {name}",
+    "reconstructed_spearman": "the same ρ on real brains after the tokenizer: the most the samples can reach ({name})",
+    "reconstructed_slope": "the same slope on real brains after the tokenizer ({name})",
+}
+"""Per-variable morphology keys (``<variable>_<suffix>``) and what they are."""
+
+
 def describe_metric(key: str) -> str:
     """One line saying what metric `key` is and which way is better."""
     if key in METRIC_DESCRIPTIONS:
         return METRIC_DESCRIPTIONS[key]
     for variable, name in VARIABLE_NAMES.items():
-        if key == f"{variable}_spearman":
-            return f"Spearman ρ of measured vs conditioned {name} over the samples (1 = same ranking)"
-        if key == f"{variable}_slope":
-            return f"least-squares slope of measured on conditioned {name} (1 = a ml asked is a ml made)"
-        if key == f"{variable}_real_spearman":
-            return f"the same ρ on real brains, recorded vs measured {name}: what the measurement reaches"
-        if key == f"{variable}_real_slope":
-            return f"the same slope on real brains, recorded vs measured {name}"
-        if key == f"{variable}_reconstructed_spearman":
-            return f"the same ρ on real brains after the tokenizer: the most the samples can reach ({name})"
-        if key == f"{variable}_reconstructed_slope":
-            return f"the same slope on real brains after the tokenizer ({name})"
+        for suffix, text in MORPHOLOGY_DESCRIPTIONS.items():
+            if key == f"{variable}_{suffix}":
+                return text.format(name=name)
     return ""
 
 

@@ -1,7 +1,7 @@
 """The report at the end of a pipeline: the tokenizer's and the prior's results on one page.
 
-It reads what the stages wrote (the tokenizer's ``metrics.evaluate.json`` and reconstructions,
-the prior's samples and ``evaluation/``) and hands it to the report writer; it computes nothing
+It reads what the stages wrote (the tokenizer's ``metrics.evaluate.json``, the prior's samples
+and ``evaluation/``: real brains and the same brains after the tokenizer) and hands it to the report writer; it computes nothing
 itself, so a report can be rebuilt from a finished run at no cost.
 """
 
@@ -58,11 +58,7 @@ def pipeline_report(directory: Path, config: dict[str, Any], recipe_text: str) -
         rows = _read_json(stage / "evaluation" / "rows.json")
         files = _read_json(stage / "evaluation" / "files.json")
         real, sampled = [Path(p) for p in files["real"]], [Path(p) for p in files["samples"]]
-        if config["tokenizer"]:
-            recon_dir = directory / config["tokenizer"] / "reconstructions" / config["split"]
-            pairs = [(r, recon_dir / r.name) for r in real]
-            if all(p.is_file() for _, p in pairs):
-                reconstructed = [p for _, p in pairs]
+        reconstructed = [Path(p) for p in files.get("reconstructed", [])]  # the same brains after the tokenizer
     inputs = ReportInputs(
         title=config["title"], metrics=metrics, recipe_text=recipe_text, real=real,
         reconstructed=reconstructed, sampled=sampled, morphology=rows, notes=notes,
