@@ -52,7 +52,9 @@ class Variable:
 
     column: str
     kind: Literal["continuous", "categorical"] = "continuous"
-    normalize: Literal["minmax", "zscore"] = "minmax"
+    normalize: Literal["minmax", "zscore", "none"] = "minmax"
+    """``none`` feeds the table's values as they are: the original BrainSynth never normalised in code,
+    so priors imported from it read raw (already pre-processed) values."""
     equalize: bool = False
 
 
@@ -438,8 +440,10 @@ class VariableMapping:
             return cls(variable, offset=float(numbers.min()), scale=float(numbers.max() - numbers.min()))
         if variable.normalize == "zscore":
             return cls(variable, offset=float(numbers.mean()), scale=float(numbers.std()))
+        if variable.normalize == "none":
+            return cls(variable)
         raise RecipeError(
-            f"conditioning variable '{variable.column}': normalize must be 'minmax' or 'zscore', "
+            f"conditioning variable '{variable.column}': normalize must be 'minmax', 'zscore' or 'none', "
             f"got {variable.normalize!r}."
         )
 

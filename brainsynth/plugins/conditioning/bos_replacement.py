@@ -8,7 +8,7 @@ from brainsynth.core.data import Variable
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.prior import Conditioning, ConditioningValues
 
-from .embedding import ContinuousEmbedding, VariableEmbedding
+from .embedding import ContinuousEmbedding, VariableEmbedding, VectorOrder
 
 
 class BosReplacement(Conditioning):
@@ -21,6 +21,7 @@ class BosReplacement(Conditioning):
         variables: list[Variable],
         continuous_embedding: ContinuousEmbedding = "mlp",
         table: str | None = None,
+        order: VectorOrder = "listed",
         *,
         model_dim: int,
         num_levels: dict[str, int] | None = None,
@@ -29,7 +30,7 @@ class BosReplacement(Conditioning):
         if not self.variables:
             raise RecipeError("conditioning.variables: bos_replacement needs at least one variable.")
         self.table = table
-        self.embed = VariableEmbedding(self.variables, model_dim, continuous_embedding, num_levels, "conditioning")
+        self.embed = VariableEmbedding(self.variables, model_dim, continuous_embedding, num_levels, "conditioning", order)
 
     @property
     def num_vectors(self) -> int:

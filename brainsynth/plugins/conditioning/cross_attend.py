@@ -8,7 +8,7 @@ from brainsynth.core.data import Variable
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.prior import Conditioning, ConditioningValues
 
-from .embedding import ContinuousEmbedding, VariableEmbedding
+from .embedding import ContinuousEmbedding, VariableEmbedding, VectorOrder
 
 
 class CrossAttend(Conditioning):
@@ -26,6 +26,7 @@ class CrossAttend(Conditioning):
         continuous_embedding: ContinuousEmbedding = "mlp",
         dim: int | None = None,
         table: str | None = None,
+        order: VectorOrder = "listed",
         *,
         model_dim: int,
         num_levels: dict[str, int] | None = None,
@@ -35,7 +36,7 @@ class CrossAttend(Conditioning):
         if not self.variables:
             raise RecipeError("conditioning.variables: cross_attend needs at least one variable.")
         self.table = table
-        self.embed = VariableEmbedding(self.variables, width, continuous_embedding, num_levels, "conditioning")
+        self.embed = VariableEmbedding(self.variables, width, continuous_embedding, num_levels, "conditioning", order)
 
     @property
     def num_vectors(self) -> int:

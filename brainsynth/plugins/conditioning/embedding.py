@@ -12,6 +12,9 @@ from brainsynth.core.data import Variable
 from brainsynth.core.errors import DataError, RecipeError
 
 ContinuousEmbedding = Literal["mlp", "linear", "tiled"]
+VectorOrder = Literal["listed", "last_first"]
+"""``listed``: one vector per variable in recipe order. ``last_first``: the original BrainSynth's
+order (it prepends each new vector, so the last variable comes first); imported priors need it."""
 
 
 class VariableEmbedding(nn.Module):
@@ -20,7 +23,7 @@ class VariableEmbedding(nn.Module):
     Continuous variables: ``mlp`` (Linear(1, dim) -> SiLU -> Linear(dim, dim), the default),
     ``linear`` (Linear(1, dim)), or ``tiled`` (the value copied into every channel, the original's
     parameter-free mode). Categorical variables: an embedding table with one row per level,
-    Kaiming-normal initialised as in the original.
+    Kaiming-normal initialised as in the original. `order` is the order of the returned vectors.
     """
 
     def __init__(
@@ -30,8 +33,12 @@ class VariableEmbedding(nn.Module):
         continuous_embedding: ContinuousEmbedding,
         num_levels: Mapping[str, int] | None,
         owner: str,
+        order: VectorOrder = "listed",
     ) -> None:
         super().__init__()
+        if order not in ("listed", "last_first"):
+            raise RecipeError(f"{owner}: order must be 'listed' or 'last_first', got {order!r}.")
+        self.order = order
         if dim < 1:
             raise RecipeError(f"{owner}: the conditioning width must be positive, got {dim}.")
         self.variables = list(variables)
@@ -81,6 +88,8 @@ class VariableEmbedding(nn.Module):
                     vectors.append(value[:, None].expand(-1, self.dim))
                 else:
                     vectors.append(embedder(value[:, None].to(self._dtype())))
+        if self.order == "last_first":
+            vectors.reverse()
         return torch.stack(vectors, dim=1)
 
     @staticmethod
