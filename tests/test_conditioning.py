@@ -116,3 +116,16 @@ def test_conditioned_prior_without_values_is_a_data_error():
     prior = _prior(CrossAttend(VARIABLES, model_dim=16, num_levels=LEVELS))
     with pytest.raises(DataError, match="conditioned on age, sex, 25004-2.0"):
         prior(torch.full((1, 4), prior.bos_token))
+
+
+@pytest.mark.parametrize("cls", [Prepend, CrossAttend])
+def test_last_first_order_reverses_the_vectors_as_the_original_built_its_context(cls):
+    """The original prepended each new conditioning vector, so its last variable comes first."""
+    torch.manual_seed(0)
+    listed = cls(VARIABLES, model_dim=16, num_levels=LEVELS)
+    reversed_ = cls(VARIABLES, order="last_first", model_dim=16, num_levels=LEVELS)
+    reversed_.load_state_dict(listed.state_dict())
+
+    assert torch.equal(reversed_(_values()), listed(_values()).flip(1))
+    with pytest.raises(RecipeError, match="order must be"):
+        cls(VARIABLES, order="backwards", model_dim=16, num_levels=LEVELS)

@@ -186,3 +186,13 @@ def test_constant_or_non_numeric_continuous_columns_and_bad_settings(table_path,
         ConditioningTable.read(path, [Variable("age")])
     with pytest.raises(RecipeError, match="equalize applies to continuous"):
         ConditioningTable.read(table_path, [Variable("sex", kind="categorical", equalize=True)])
+
+
+def test_normalize_none_passes_the_stored_values_and_survives_the_state_dict(table_path):
+    """The original fed table values as stored; imported priors need exactly those numbers."""
+    table = ConditioningTable.read(table_path, [Variable("age", normalize="none")], ["s1", "s2", "s3"])
+    restored = ConditioningTable.from_state_dict(json.loads(json.dumps(table.state_dict())))
+
+    np.testing.assert_array_equal(table.encode_subjects(["s1", "s5"]).numpy(), [[50.0], [90.0]])
+    assert torch.equal(restored.encode({"age": 61.25}), torch.tensor([61.25]))
+    assert restored.decode(restored.encode({"age": 61.25})) == {"age": 61.25}
