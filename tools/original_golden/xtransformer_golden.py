@@ -1,0 +1,278 @@
+"""Golden outputs of the original BrainSynth ``XTransformer`` for brainsynth's ``original_xtransformer``.
+
+Run it in a separate environment holding the original's libraries (x-transformers 0.25.4, monai
+0.6.0, ...; see README.md next to this file), never in brainsynth's own environment:
+
+    cd /work/main && /work/orig-venv/bin/python tools/original_golden/xtransformer_golden.py \
+        --original /work/original_src --out tests/data/original_priors
+
+For every configuration below it builds the original network (with the original's own
+`Ordering` and `RelativeSpatialPositioning`, as run_transformer.py does) at tiny sizes, gives
+EVERY parameter and buffer-backed table random values (norm gains and biases, gate biases, the
+spatial bias table, ...) so that a wrong weight mapping cannot pass, and writes:
+
+* ``xt_<name>.pt``: the checkpoint as the original trainer saved it under DDP
+  (``{"network": {"module.<key>": tensor}}``), or, for configurations marked ``bare``, the
+  network's plain ``state_dict``;
+* ``xtransformer_io.pt``: per configuration, the teacher-forcing inputs (BOS + tokens), the raw
+  conditioning values, the original's eval-mode logits, its greedy (arg-max) samples as token grids
+  from its own ``sample`` method, and its sequence ordering;
+* ``xtransformer_manifest.json``: each configuration's options (run_transformer.py flag names),
+  its conditioning variables, grid and vocabulary, and the library versions used.
+
+In ``xtransformer_io.pt`` the conditioning of a configuration is one [B, K] float tensor, column k
+holding variable k of the manifest's ``variables`` (categorical codes as whole numbers); the
+original received them as K tensors [B, 1] (long for categorical ones). ``sequence_ordering`` is the
+original's ``Ordering.get_sequence_ordering()`` for the grid (the same for every configuration).
+
+Only tensors, numbers, strings, lists and dicts are saved (brainsynth reads them with
+``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+GRID = (2, 3, 4)
+"""Latent grid (h, w, d): 24 tokens, three different sizes (so an axis mix-up shows), small files."""
+VOCAB = 8
+"""Codebook size; the network's vocabulary is VOCAB + 1 (BOS = VOCAB)."""
+ORDERING = dict(
+    ordering_type="raster_scan",
+    reflected_spatial_dims=(False, False, False),
+    transpositions_axes=((2, 0, 1),),
+    rot90_axes=((0, 1),),
+    transformation_order=("rotate_90", "transpose"),
+)
+"""The published UKB/ADNI ordering (reference §4.7)."""
+BATCH = 2
+
+CONTINUOUS_4 = [
+    {"column": "c0", "kind": "continuous"},
+    {"column": "c1", "kind": "continuous"},
+    {"column": "c2", "kind": "continuous"},
+    {"column": "c3", "kind": "continuous"},
+]
+MIXED_3 = [
+    {"column": "c0", "kind": "continuous"},
+    {"column": "group", "kind": "categorical", "levels": 3},
+    {"column": "c2", "kind": "continuous"},
+]
+
+UKB = dict(
+    dim=4,
+    depth=2,
+    heads=2,
+    emb_dropout=0.0,
+    ff_dropout=0.0,
+    attn_dropout=0.0,
+    tie_embedding=False,
+    ff_glu=False,
+    use_rezero=False,
+    position_emb="rotary",
+    spatial_position_emb=None,
+    use_rmsnorm=True,
+    attn_talking_heads=False,
+    attn_gate_values=True,
+    attn_on_attn=False,
+    sandwich_coef=None,
+    sandwich_norm=False,
+    rel_pos_bias=False,
+    spatial_rel_pos_bias=True,
+    bucket_values=False,
+    spatial_bias_max_dist=50,
+    use_qk_norm_attn=False,
+    residual_attn=False,
+    cross_residual_attn=False,
+    gate_residual=False,
+)
+"""The published UKB options (ukb_transformer.sh), at tiny width and depth."""
+
+
+def variant(depth: int = 1, conditioning_type: str = "cross_attend", variables=CONTINUOUS_4, heads: int = 1, **changes) -> dict:
+    """UKB with some options changed, at width 4 and one head (two in a few) to keep files small."""
+    options = dict(UKB, dim=4, depth=depth, heads=heads)
+    options.update(changes)
+    return {"options": options, "conditioning_type": conditioning_type, "variables": variables}
+
+
+CONFIGS: dict[str, dict] = {
+    "ukb": {"options": dict(UKB), "conditioning_type": "cross_attend", "variables": CONTINUOUS_4, "bare": False},
+    "no_spatial_bias": dict(variant(spatial_rel_pos_bias=False), bare=True),
+    "tie_embedding_no_gate": variant(tie_embedding=True, attn_gate_values=False),
+    "layernorm_ff_glu": variant(use_rmsnorm=False, ff_glu=True),
+    "position_absolute": variant(position_emb="absolute"),
+    "position_fixed_spatial_absolute": variant(position_emb="fixed", spatial_position_emb="absolute"),
+    "prepending": variant(depth=2, heads=2, conditioning_type="prepending"),
+    "bos_replacement": variant(conditioning_type="bos_replacement", variables=MIXED_3),
+    "none": variant(conditioning_type="none", variables=[]),
+    "spatial_fixed": variant(spatial_position_emb="fixed", conditioning_type="prepending"),
+    "bucket_values": variant(bucket_values=True, spatial_bias_max_dist=2),
+    "fixed_no_bias_prepending": variant(
+        position_emb="fixed", spatial_rel_pos_bias=False, use_rmsnorm=False, conditioning_type="prepending"
+    ),
+}
+
+
+def build_original(config: dict, original: Path):
+    """The original network, constructed as run_transformer.py / configure.py construct it."""
+    from src.networks.transformers.img2seq_ordering import Ordering, RelativeSpatialPositioning
+    from src.networks.transformers.xtransformer import XTransformer
+
+    o = config["options"]
+    variables = config["variables"]
+    conditioning_num_tokens = [v["levels"] if v["kind"] == "categorical" else -1 for v in variables]
+    ordering = Ordering(spatial_dims=3, dimensions=(1,) + GRID, **ORDERING)
+    relative = RelativeSpatialPositioning(
+        spatial_dims=3,
+        dimensions=(1,) + GRID,
+        ordering=ordering.get_sequence_ordering(),
+        bucket_values=o["bucket_values"],
+        bucket_beta=o["spatial_bias_max_dist"],
+        conditioning_length=len(conditioning_num_tokens) if config["conditioning_type"] == "prepending" else 0,
+    )
+    network = XTransformer(
+        dim=o["dim"],
+        depth=o["depth"],
+        num_tokens=VOCAB + 1,
+        max_seq_len=int(torch.tensor(GRID).prod()) + 1,
+        ordering=ordering,
+        emb_dropout=o["emb_dropout"],
+        ff_dropout=o["ff_dropout"],
+        attn_dropout=o["attn_dropout"],
+        tie_embedding=o["tie_embedding"],
+        use_pos_emb=o["position_emb"] == "fixed",
+        heads=o["heads"],
+        use_rezero=o["use_rezero"],
+        rotary_pos_emb=o["position_emb"] == "rotary",
+        use_rmsnorm=o["use_rmsnorm"],
+        ff_glu=o["ff_glu"],
+        attn_talking_heads=o["attn_talking_heads"],
+        attn_on_attn=o["attn_on_attn"],
+        attn_gate_values=o["attn_gate_values"],
+        sandwich_coef=o["sandwich_coef"],
+        sandwich_norm=o["sandwich_norm"],
+        rel_pos_bias=o["rel_pos_bias"],
+        spatial_rel_pos_bias=o["spatial_rel_pos_bias"],
+        relative_spatial_pos_attr=relative,
+        use_qk_norm_attn=o["use_qk_norm_attn"],
+        spatial_position_emb=o["spatial_position_emb"],
+        spatial_shape=GRID,
+        conditioning_num_tokens=conditioning_num_tokens,
+        conditioning_type=config["conditioning_type"],
+        gate_residual=o["gate_residual"],
+        shift_mem_down=0,
+        residual_attn=o["residual_attn"],
+        cross_residual_attn=o["cross_residual_attn"],
+        pre_norm=not (o["residual_attn"] or o["cross_residual_attn"]),
+    )
+    return network, ordering
+
+
+@torch.no_grad()
+def randomise(network: torch.nn.Module, generator: torch.Generator) -> None:
+    """Every parameter gets random values; gains stay near 1 so activations stay well scaled."""
+    for name, parameter in network.named_parameters():
+        noise = torch.randn(parameter.shape, generator=generator)
+        if name.endswith(".g") or (parameter.ndim == 1 and name.endswith("weight")):
+            parameter.copy_(1.0 + 0.3 * noise)
+        elif parameter.ndim == 1:
+            parameter.copy_(0.5 * noise)
+        else:
+            fan_in = parameter.shape[-1] if parameter.ndim == 2 else 1
+            parameter.copy_(noise / max(fan_in, 1) ** 0.5 * 1.5)
+
+
+def conditioning_values(variables: list[dict], generator: torch.Generator) -> list[torch.Tensor]:
+    """The original's per-variable [B, 1] tensors: float for continuous, long codes for categorical."""
+    values = []
+    for v in variables:
+        if v["kind"] == "categorical":
+            values.append(torch.randint(0, v["levels"], (BATCH, 1), generator=generator))
+        else:
+            values.append(torch.randn(BATCH, 1, generator=generator))
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--original", required=True, type=Path, help="checkout of github.com/AmigoLab/BrainSynth")
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.original.resolve()))
+    import x_transformers  # noqa: F401  (version check below)
+    from importlib.metadata import version
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1)
+    io, manifest_configs = {}, {}
+    length = int(torch.tensor(GRID).prod())
+    for index, (name, config) in enumerate(CONFIGS.items()):
+        for attempt in range(20):
+            seed = 1000 * index + attempt
+            torch.manual_seed(seed)
+            generator = torch.Generator().manual_seed(seed)
+            network, ordering = build_original(config, args.original)
+            randomise(network, generator)
+            network.eval()
+            tokens = torch.randint(0, VOCAB, (BATCH, length - 1), generator=generator)
+            inputs = torch.cat([torch.full((BATCH, 1), VOCAB), tokens], dim=1)
+            conditionings = conditioning_values(config["variables"], generator)
+            passed = conditionings if config["conditioning_type"] != "none" else None
+            with torch.no_grad():
+                logits = network(inputs, passed)
+                greedy = network.sample(torch.full((BATCH, 1), VOCAB), conditioning=passed, sample=False)
+            if not bool((greedy == VOCAB).any()):
+                break  # brainsynth never samples BOS; the original could, so keep draws without it
+        else:
+            raise RuntimeError(f"{name}: every seed sampled BOS greedily")
+        state = network.state_dict()
+        checkpoint = (
+            {k: v.clone() for k, v in state.items()}
+            if config.get("bare")
+            else {"network": {f"module.{k}": v.clone() for k, v in state.items()}}
+        )
+        file_name = f"xt_{name}.pt"
+        torch.save(checkpoint, args.out / file_name)
+        io[name] = {
+            "inputs": inputs.clone(),
+            "conditioning": torch.cat([c.float() for c in conditionings], dim=1) if conditionings else torch.zeros(BATCH, 0),
+            "logits": logits.clone(),
+            "greedy_grid": greedy.clone(),
+        }
+        sequence_ordering = torch.as_tensor(ordering.get_sequence_ordering().copy()).long()
+        manifest_configs[name] = {
+            "checkpoint": file_name,
+            "checkpoint_format": "state_dict" if config.get("bare") else "ddp_trainer",
+            "seed": seed,
+            "conditioning_type": config["conditioning_type"],
+            "variables": copy.deepcopy(config["variables"]),
+            "options": config["options"],
+        }
+        print(f"{name}: seed {seed}, {sum(p.numel() for p in network.parameters())} parameters")
+    io["sequence_ordering"] = sequence_ordering
+    torch.save(io, args.out / "xtransformer_io.pt")
+    manifest = {
+        "generator": "tools/original_golden/xtransformer_golden.py",
+        "versions": {
+            package: version(package) for package in ("torch", "x-transformers", "monai", "numpy", "einops")
+        },
+        "grid": list(GRID),
+        "vocab_size": VOCAB,
+        "batch": BATCH,
+        "ordering": {k: [list(a) for a in v] if isinstance(v, tuple) and v and isinstance(v[0], tuple) else v
+                     for k, v in ORDERING.items()},
+        "io": "xtransformer_io.pt",
+        "configs": manifest_configs,
+    }
+    (args.out / "xtransformer_manifest.json").write_text(json.dumps(manifest, default=list) + "\n")
+
+
+if __name__ == "__main__":
+    main()
