@@ -2,7 +2,7 @@
 
 Two commands, added through the ``register_commands`` hook like any plugin's:
 
-* ``brainsynth import-checkpoint ORIGINAL.pt --recipe RECIPE [OUT.pt] [--run]``
+* ``brainsynth import-checkpoint ORIGINAL.pt --recipe RECIPE [OUT.pt] [--run]`` (a tokenizer or a prior)
 * ``brainsynth import-script SCRIPT.sh > recipe.yaml``
 """
 
@@ -23,12 +23,14 @@ def register_commands(cli):
 @click.argument("original", type=click.Path(dir_okay=False, path_type=str))
 @click.argument("out", required=False, type=click.Path(dir_okay=False, path_type=str))
 @click.option("--recipe", "recipe_path", required=True, type=click.Path(dir_okay=False, path_type=str),
-              help="The tokenizer recipe whose network the weights fill (e.g. from 'brainsynth import-script').")
+              help="The recipe whose network the weights fill: a tokenizer recipe for baseline_vqvae, a prior recipe "
+              "for performer/xtransformer (e.g. from 'brainsynth import-script').")
 @click.option("--run", "make_run", is_flag=True,
-              help="Also create the recipe's run directory (recipe.yaml + checkpoints/best.pt), ready for extract/decode.")
+              help="Also create the recipe's run directory (recipe.yaml + checkpoints/best.pt), ready for "
+              "extract/decode (tokenizer) or sample/likelihood/evaluate (prior).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key; VALUE is YAML.")
 def import_checkpoint_command(original: str, out: str | None, recipe_path: str, make_run: bool, overrides: tuple[str, ...]) -> None:
-    """Import ORIGINAL (an original BrainSynth baseline_vqvae checkpoint) into OUT and/or a run directory."""
+    """Import ORIGINAL (an original BrainSynth baseline_vqvae, performer or xtransformer checkpoint) into OUT and/or a run directory."""
     from brainsynth.core import plugins
     from brainsynth.core.recipe import load_recipe
 
@@ -39,14 +41,14 @@ def import_checkpoint_command(original: str, out: str | None, recipe_path: str, 
     report = import_checkpoint(original, recipe, registry, out=out, run=make_run)
     source = report.source
     click.echo(
-        f"imported {len(source.state)} tensors ({report.parameters:,} parameters) from {source.path} "
+        f"imported {len(source.state)} tensors of the original {report.kind} ({report.parameters:,} parameters) from {source.path} "
         f"({source.form}{', DDP module. prefix stripped' if any(k.startswith('module.') for k in source.state) else ''})"
     )
     if source.other_entries:
         click.echo(f"not imported (training state of the original): {', '.join(source.other_entries)}")
     if source.allowed_globals:
         click.echo(f"pickled numpy data read by name: {', '.join(source.allowed_globals)}")
-    click.echo(report.space_note)
+    click.echo(report.note)
     for path in report.written:
         click.echo(f"wrote {path}")
 

@@ -1,6 +1,8 @@
-"""``import-checkpoint``: an original ``baseline_vqvae`` checkpoint -> a brainsynth tokenizer checkpoint.
+"""``import-checkpoint``: an original checkpoint -> a brainsynth checkpoint and/or run directory.
 
-The network is built from the user's tokenizer recipe, the original tensors are renamed onto it
+The file's keys say which original network it holds; the recipe must be the matching kind (a
+tokenizer recipe for ``baseline_vqvae``, a prior recipe for ``performer``/``xtransformer``,
+which `prior_import` builds), or one line says which recipe is needed. For the tokenizer, the network is built from the user's tokenizer recipe, the original tensors are renamed onto it
 (`original_weights.map_original_state_dict`: every key consumed, every shape checked), and a
 brainsynth checkpoint is written atomically. Besides the weights, extract/decode/sample need the
 space the tokenizer works in (volume shape and affine); it is read from the first training
@@ -30,10 +32,8 @@ from brainsynth.core.registry import Registry
 from brainsynth.core.runner import run_directory
 from brainsynth.plugins.tokenizers.original_weights import map_original_state_dict, strip_ddp_prefix
 
-from .original_checkpoint import OriginalCheckpoint, load_original
-from .transformer_import import looks_like_original_transformer, reject_transformer_checkpoint
-
-VQVAE_PREFIXES = ("encoder.0.", "decoder.0.", "quantizer.0.impl.")
+from .original_checkpoint import OriginalCheckpoint, load_original, original_kind
+from .prior_import import OUR_NETWORK, build_imported_prior
 
 
 @dataclasses.dataclass
@@ -41,8 +41,11 @@ class ImportReport:
     """What was imported and where it went (the CLI prints it)."""
 
     source: OriginalCheckpoint
+    kind: str
+    """The original network: baseline_vqvae, performer or xtransformer."""
     written: list[Path]
-    space_note: str
+    note: str
+    """Where the tokenizer's volume space came from, or what the imported prior reads."""
     parameters: int
 
 
@@ -67,15 +70,49 @@ def import_checkpoint(
             f"Choose another name with --set experiment.name=NAME."
         )
     source = load_original(original)
-    if looks_like_original_transformer(source.state):
-        reject_transformer_checkpoint(source, recipe)
-    if recipe.task != "tokenizer" or recipe["network"]["name"] != "baseline_vqvae":
-        raise RecipeError(
-            f"{recipe.source}: import-checkpoint reads original baseline_vqvae checkpoints into a tokenizer recipe "
-            f"whose network is baseline_vqvae (this recipe: task '{recipe.task}', network "
-            f"'{(recipe.get('network') or {}).get('name')}')."
+    kind = original_kind(source.state)
+    _check_recipe_fits(source, kind, recipe)
+    if kind == "baseline_vqvae":
+        task, network, extra, note = _import_tokenizer(source, recipe, registry)
+    else:
+        parts, extra = build_imported_prior(source, kind, recipe, registry)
+        task, network, note = "transformer", parts.network, parts.describe()
+    written: list[Path] = []
+    if out_path is not None:
+        save_checkpoint(out_path, task=task, recipe=recipe.text(), modules={"network": network}, extra=extra)
+        written.append(out_path)
+    if run_dir is not None:
+        written.append(_write_run(run_dir, recipe, task, network, extra))
+    parameters = sum(p.numel() for p in network.parameters())
+    return ImportReport(source, kind, written, note, parameters)
+
+
+def _check_recipe_fits(source: OriginalCheckpoint, kind: str | None, recipe: Recipe) -> None:
+    """One line saying which recipe a file needs, before anything is built."""
+    network = (recipe.get("network") or {}).get("name")
+    if kind is None:
+        shown = ", ".join(strip_ddp_prefix(k) for k in list(source.state)[:4]) or "none"
+        raise CheckpointError(
+            f"{source.path}: not a checkpoint of the original baseline_vqvae, performer or xtransformer (their "
+            f"network keys start encoder.0./decoder.0./quantizer.0.impl., performer., or attn_layers.; this file "
+            f"has {shown}, ...)."
         )
-    _check_is_vqvae(source)
+    if kind == "baseline_vqvae" and (recipe.task != "tokenizer" or network != "baseline_vqvae"):
+        raise RecipeError(
+            f"{source.path}: an original baseline_vqvae checkpoint; import it with a tokenizer recipe whose network is "
+            f"baseline_vqvae ('brainsynth import-script' of its run_vqvae.py script), not this one (task "
+            f"'{recipe.task}', network '{network}')."
+        )
+    if kind != "baseline_vqvae" and recipe.task != "transformer":
+        raise RecipeError(
+            f"{source.path}: an original {kind} checkpoint (a prior); import it with a prior recipe (task: transformer, "
+            f"network: {OUR_NETWORK[kind]}; 'brainsynth import-script' of its run_transformer.py script), not this "
+            f"'{recipe.task}' recipe."
+        )
+
+
+def _import_tokenizer(source: OriginalCheckpoint, recipe: Recipe, registry: Registry):
+    """The baseline_vqvae weights renamed onto the recipe's network, and the volume space it works in."""
     network = registry.build("tokenizer", recipe["network"])
     weights = map_original_state_dict(source.state, network.state_dict())
     result = network.load_state_dict(weights, strict=False)
@@ -86,31 +123,14 @@ def import_checkpoint(
     extra = {
         "space": space,
         "imported": {
-            "source": str(Path(original).resolve()),
+            "source": str(Path(source.path).resolve()),
             "form": source.form,
             "ddp_prefix": any(k.startswith("module.") for k in source.state),
             "skipped_entries": source.other_entries,
             "allowed_globals": source.allowed_globals,
         },
     }
-    written: list[Path] = []
-    if out_path is not None:
-        save_checkpoint(out_path, task="tokenizer", recipe=recipe.text(), modules={"network": network}, extra=extra)
-        written.append(out_path)
-    if run_dir is not None:
-        written.append(_write_run(run_dir, recipe, network, extra))
-    parameters = sum(p.numel() for p in network.parameters())
-    return ImportReport(source, written, note, parameters)
-
-
-def _check_is_vqvae(source: OriginalCheckpoint) -> None:
-    keys = [strip_ddp_prefix(k) for k in source.state]
-    if not any(k.startswith(VQVAE_PREFIXES) for k in keys):
-        shown = ", ".join(keys[:4]) or "none"
-        raise CheckpointError(
-            f"{source.path}: not a checkpoint of the original baseline_vqvae (its network keys start "
-            f"encoder.0./decoder.0./quantizer.0.impl.; this file has {shown}, ...)."
-        )
+    return "tokenizer", network, extra, note
 
 
 def recorded_space(recipe: Recipe, registry: Registry, network) -> tuple[dict[str, Any], str]:
@@ -144,14 +164,14 @@ def recorded_space(recipe: Recipe, registry: Registry, network) -> tuple[dict[st
     )
 
 
-def _write_run(run_dir: Path, recipe: Recipe, network, extra: dict[str, Any]) -> Path:
+def _write_run(run_dir: Path, recipe: Recipe, task: str, network, extra: dict[str, Any]) -> Path:
     """Assemble the run in a hidden sibling folder, then rename it into place."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.import-", dir=run_dir.parent))
     try:
         (staging / "recipe.yaml").write_text(recipe.text())
         best = staging / "checkpoints" / "best.pt"
-        save_checkpoint(best, task="tokenizer", recipe=recipe.text(), modules={"network": network}, extra=extra)
+        save_checkpoint(best, task=task, recipe=recipe.text(), modules={"network": network}, extra=extra)
         if run_dir.exists():
             raise RunError(f"run directory {run_dir} appeared while importing; it is left untouched.")
         os.rename(staging, run_dir)

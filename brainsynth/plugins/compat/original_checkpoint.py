@@ -52,6 +52,23 @@ class OriginalCheckpoint:
     """Pickled non-tensor objects the file needed (numpy scalars/dtypes only)."""
 
 
+_KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("baseline_vqvae", ("encoder.0.", "decoder.0.", "quantizer.0.impl.")),
+    ("performer", ("performer.",)),
+    ("xtransformer", ("attn_layers.",)),
+)
+"""Which original network a state dict belongs to, by the prefixes of its keys (DDP prefix stripped)."""
+
+
+def original_kind(state: Mapping[str, torch.Tensor]) -> str | None:
+    """``baseline_vqvae``, ``performer``, ``xtransformer``, or None for a state dict of none of them."""
+    keys = [key[len("module."):] if key.startswith("module.") else key for key in state]
+    for kind, prefixes in _KINDS:
+        if any(key.startswith(prefixes) for key in keys):
+            return kind
+    return None
+
+
 def load_original(path: str | Path) -> OriginalCheckpoint:
     """Read an original checkpoint safely; a brainsynth or foreign file is one clear error."""
     path = Path(path)

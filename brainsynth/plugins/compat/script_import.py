@@ -215,7 +215,7 @@ def _common(flags: _Flags, task: str, modes: dict[str, str]) -> dict[str, Any]:
     else:
         flags.drop("cuda_enabled", "cudnn stays enabled")
     for name, why in _RUNTIME.items():
-        if name in flags.known:
+        if name in flags.known and not (task == "transformer" and name == "eval_batch_size"):
             flags.drop(name, why)
     for name in flags.given:
         if name in REJECTED_BY_ORIGINAL:
@@ -364,7 +364,10 @@ def _convert_vqvae(flags: _Flags) -> dict[str, Any]:
     recipe["train"] = train
     names = [key_metric] + [_METRICS[m] for m in flags["additional_metrics"] if m in _METRICS]
     recipe["metrics"] = [{"name": n} for n in dict.fromkeys(names)]
-    outputs: dict[str, Any] = {"checkpoint": "last" if flags["evaluation_checkpoint"] == "recent" else "best"}
+    outputs: dict[str, Any] = {"checkpoint": "best"}
+    out.note("outputs", "checkpoint: best. An imported tokenizer run holds the original's weights as checkpoints/best.pt; "
+             "a run trained here keeps its best validation score there. The original's --evaluation_checkpoint read "
+             "its most recent checkpoint (use last for that).")
     if recipe["mode"] == "extract":
         outputs["splits"] = ["val"]
         out.note("outputs", "The original extracted validation_subjects only.")
@@ -377,18 +380,6 @@ def _convert_vqvae(flags: _Flags) -> dict[str, Any]:
 
 # -- run_transformer.py ---------------------------------------------------------------------------
 _CONDITIONING = {"none": "none", "bos_replacement": "bos_replacement", "prepending": "prepend", "cross_attend": "cross_attend"}
-_XTRANSFORMER_UNSUPPORTED = {
-    "attn_talking_heads": "talking heads are not offered",
-    "attn_on_attn": "attention-on-attention is not offered",
-    "use_rezero": "ReZero is not offered",
-    "sandwich_coef": "the sandwich layer layout is not offered",
-    "rel_pos_bias": "the T5 bucketed bias is not offered",
-    "residual_attn": "residual attention is not offered",
-    "cross_residual_attn": "residual cross-attention is not offered",
-    "gate_residual": "GRU-gated residuals are not offered",
-}
-
-
 def _convert_transformer(flags: _Flags) -> dict[str, Any]:
     out = flags.out
     recipe = _common(flags, "transformer", {"training": "train", "inference": "sample"})
@@ -401,10 +392,15 @@ def _convert_transformer(flags: _Flags) -> dict[str, Any]:
         data["canonical"] = bool(flags["vqvae_aug_load_nii_canonical"])
         data["normalize"] = "zscore" if flags["vqvae_aug_standardize"] else "minmax"
         probability = float(flags["vqvae_aug_augmentation_probability"])
-        data["augment"] = probability > 0
+        traced = flags["vqvae_aug_conditionings"] != "none"
+        data["augment"] = probability > 0 and not traced
         data["augmentation_probability"] = probability
         data["augmentation_strength"] = float(flags["vqvae_aug_augmentation_strength"])
         recipe["data"] = data
+        if traced and probability > 0:
+            out.note("data", f"augment: false. The original augmented with p={probability} and told the prior what each "
+                     "augmentation did (--vqvae_aug_conditionings); without those context tokens the augmented brains "
+                     "would be unexplained, so augmentation stays off.")
         tokenizer_run = f"{_root(flags['project_directory'])}/{Path(str(flags['vqvae_checkpoint'])).stem}_tokenizer"
         recipe["tokenizer"] = {"run": tokenizer_run, "checkpoint": "best"}
         out.note("tokenizer", f"Volumes are tokenized on the fly by a frozen tokenizer (the original's --vqvae_checkpoint "
@@ -415,8 +411,9 @@ def _convert_transformer(flags: _Flags) -> dict[str, Any]:
         out.note("tokenizer", "brainsynth keeps the tokenizer frozen in eval mode; the original let its EMA codebook drift "
                  "during transformer training (reference §9.3 #1).")
         if flags["vqvae_aug_conditionings"] != "none":
-            out.warn("conditioning", f"--vqvae_aug_conditionings={flags['vqvae_aug_conditionings']!r}: brainsynth does not "
-                     "condition on augmentation traces; those context tokens are left out.")
+            out.warn("conditioning", f"--vqvae_aug_conditionings={flags['vqvae_aug_conditionings']!r} is not supported: "
+                     "brainsynth does not condition on augmentation traces; those context tokens are left out (and "
+                     "augmentation is off).")
         if flags["vqvae_network"] != "baseline_vqvae" or flags["vqvae_net_level"] != 0:
             raise RecipeError("--vqvae_network/--vqvae_net_level: only the baseline_vqvae's level 0 has an equivalent.")
     else:
@@ -425,13 +422,13 @@ def _convert_transformer(flags: _Flags) -> dict[str, Any]:
     for name in [n for n in flags.known if n.startswith("vqvae_")]:
         if not on_the_fly:
             flags.drop(name, "no --vqvae_checkpoint, so no on-the-fly tokenisation")
+        elif name == "vqvae_aug_conditionings":
+            flags.drop(name, "not supported (see the warning above 'conditioning')")
         elif name.startswith("vqvae_aug_"):
             flags.drop(name, "converted to data")
         else:
             flags.drop(name, "describes the tokenizer run (see the comment above 'tokenizer')")
-    if recipe["mode"] == "train" and int(flags["eval_every"]) == 0 and "val" in recipe["data"]:
-        out.note("data", f"--eval_every=0: the original never validated; val ({recipe['data'].pop('val')}) is left out.")
-    flags.drop("eval_every", "brainsynth validates every train.eval_every epochs when data.val is set")
+    flags.drop("eval_every", "converted to train.eval_every")
 
     ordering = _ordering(flags)
     recipe["ordering"] = ordering
@@ -439,23 +436,41 @@ def _convert_transformer(flags: _Flags) -> dict[str, Any]:
     recipe["network"] = _network(flags)
     flags.drop("vocab_size", "the vocabulary is the tokenizer's codebook size (+ BOS)")
     recipe["optimizer"] = {"lr": float(flags["learning_rate"]), "schedule": _schedule(flags["gamma"])}
-    recipe["train"] = {"epochs": int(flags["epochs"]), "batch_size": int(flags["batch_size"]),
-                       "num_workers": int(flags["num_workers"]), "weighted": bool(flags["weighted_sampling"])}
+    epochs = int(flags["epochs"])
+    train: dict[str, Any] = {"epochs": epochs, "batch_size": int(flags["batch_size"]),
+                             "num_workers": int(flags["num_workers"]), "weighted": bool(flags["weighted_sampling"])}
+    eval_every = int(flags["eval_every"])
+    train["eval_every"] = eval_every if eval_every > 0 else max(epochs, 1)
+    if eval_every == 0:
+        out.note("train", "--eval_every=0: the original never validated; brainsynth validates once, after the last "
+                 "epoch (data.val stays: the original sampled its subjects).")
+    if recipe["conditioning"]["name"] != "none":
+        train["missing"] = "drop"
+        out.note("train", "missing: drop. The original skipped subjects without a table row or value, with a warning.")
+    recipe["train"] = train
     if flags["weighted_sampling"]:
         out.note("train", "Weighted sampling reads the conditioning table's 'weight' column, as the original did.")
-    sample: dict[str, Any] = {"checkpoint": "last" if flags["evaluation_checkpoint"] == "recent" else "best",
-                              "batch_size": int(flags["eval_batch_size"]), "temperature": float(flags["temperature"])}
+    flags.drop("eval_batch_size", "converted to sample.batch_size (the original's sampling batch)")
+    sample: dict[str, Any] = {"checkpoint": "best", "batch_size": int(flags["eval_batch_size"]),
+                              "temperature": float(flags["temperature"])}
+    out.note("sample", "checkpoint: best. An imported prior run holds the original's weights as checkpoints/best.pt; a "
+             "run trained here keeps the lowest validation CE there (the last epoch when validated only at the end). "
+             "The original's --evaluation_checkpoint read its most recent checkpoint.")
     if flags["top_k"] is not None:
         sample["top_k"] = int(flags["top_k"])
     if not flags["sample"]:
         sample["top_k"] = 1
         out.note("sample", "--sample=False (greedy arg-max) is top_k: 1.")
-    if recipe["mode"] == "sample" and recipe["conditioning"]["name"] != "none":
+    multiplier = max(1, int(flags["additional_samples_multiplier"]))
+    if recipe["conditioning"]["name"] != "none":
         sample["split"] = "val"
-        out.note("sample", "One sample per validation subject, conditioned on its table row, as the original did.")
-    multiplier = int(flags["additional_samples_multiplier"])
-    if multiplier > 0:
         sample["samples_per_condition"] = multiplier
+        out.note("sample", f"As the original: {multiplier} sample(s) per validation subject, conditioned on its table "
+                 "row (max(1, --additional_samples_multiplier)). Other conditions: sample.values or sample.grid instead "
+                 "of sample.split.")
+    else:
+        out.note("sample", f"The original drew {multiplier} sample(s) per validation subject; set sample.num_samples to "
+                 f"that count (default 8).")
     recipe["sample"] = sample
     return recipe
 
@@ -512,12 +527,28 @@ def _conditioning(flags: _Flags) -> dict[str, Any]:
         raise RecipeError(f"--use_continuous_conditioning has {len(kinds)} entries for {len(columns)} conditionings.")
     if flags["conditioning_path"] is None:
         raise RecipeError("--conditionings needs --conditioning_path (the table of the subjects' values).")
-    variables = [{"column": str(c), "kind": "continuous" if k else "categorical"} for c, k in zip(columns, kinds)]
-    out.note("conditioning", "The original tiled each raw continuous value over the model width; 'tiled' does the "
-             "same, after brainsynth's min-max normalisation fitted on the training subjects.")
-    out.note("conditioning", "The table must key subjects by file name without .nii/.nii.gz/.npy in its 'subject' column.")
+    variables = [
+        {"column": str(c), "kind": "continuous", "normalize": "none"} if k else {"column": str(c), "kind": "categorical"}
+        for c, k in zip(columns, kinds)
+    ]
+    out.note("conditioning", "As the original: the table's values are fed as stored (normalize: none; it did no "
+             "normalisation in code), each continuous value tiled over the model width with no learnt projection "
+             "(continuous_embedding: tiled), and the vectors in its order, the last variable first (order: last_first).")
+    if not all(kinds):
+        out.note("conditioning", "Categorical values index their embedding rows directly in the original: they must "
+                 "already be 0..count-1.")
+    out.note("conditioning", "Subjects are matched on the table's 'subject' column, with or without .nii/.nii.gz/.npy.")
     return {"name": _CONDITIONING[kind], "table": str(flags["conditioning_path"]), "variables": variables,
-            "continuous_embedding": "tiled"}
+            "continuous_embedding": "tiled", "order": "last_first"}
+
+
+_XTRANSFORMER_KEYS = (
+    "emb_dropout", "ff_dropout", "attn_dropout", "tie_embedding", "ff_glu", "use_rezero", "position_emb",
+    "spatial_position_emb", "use_rmsnorm", "attn_talking_heads", "attn_gate_values", "attn_on_attn", "sandwich_coef",
+    "sandwich_norm", "rel_pos_bias", "spatial_rel_pos_bias", "bucket_values", "spatial_bias_max_dist",
+    "use_qk_norm_attn", "residual_attn", "cross_residual_attn", "gate_residual",
+)
+"""The original's xtransformer flags that ``original_xtransformer`` takes under the same name."""
 
 
 def _network(flags: _Flags) -> dict[str, Any]:
@@ -534,7 +565,7 @@ def _network(flags: _Flags) -> dict[str, Any]:
                    "use_scalenorm": bool(flags["use_scalenorm"]), "use_rezero": bool(flags["use_rezero"]), **dropouts,
                    "position_emb": position if position in ("rotary", "fixed") else "absolute",
                    "tie_embedding": bool(flags["tie_embedding"])}
-        flags.inert("ff_glu", "performer ignores it")
+        flags.inert("ff_glu", "the original never passed it to the performer")
         for option in ("use_rmsnorm", "attn_talking_heads", "attn_gate_values", "attn_on_attn", "sandwich_coef",
                        "sandwich_norm", "rel_pos_bias", "spatial_rel_pos_bias", "bucket_values", "spatial_bias_max_dist",
                        "use_qk_norm_attn", "residual_attn", "cross_residual_attn", "gate_residual", "shift_mem_down"):
@@ -544,38 +575,21 @@ def _network(flags: _Flags) -> dict[str, Any]:
         return network
     if name != "xtransformer":
         raise RecipeError(f"--network={name!r}: expected xtransformer or performer.")
-    network = {"name": "xtransformer", "dim": int(flags["n_embd"]), "depth": int(flags["n_layers"]),
-               "heads": int(flags["n_head"]), "attn_dim_head": 64, **dropouts,
-               "rotary_pos_emb": position == "rotary", "use_abs_pos_emb": position == "fixed",
-               "use_rmsnorm": bool(flags["use_rmsnorm"]), "attn_gate_values": bool(flags["attn_gate_values"]),
-               "ff_glu": bool(flags["ff_glu"]), "attn_qk_norm": bool(flags["use_qk_norm_attn"]),
-               "sandwich_norm": bool(flags["sandwich_norm"]), "tie_embedding": bool(flags["tie_embedding"]),
-               "spatial_rel_pos_bias": bool(flags["spatial_rel_pos_bias"])}
-    if position == "rotary":
-        network["rotary_emb_dim"] = 32
-        out.note("network", "rotary_emb_dim 32: the original rotated max(dim_head / 2, 32) = 32 of the 64 head dims "
-                 "(it also rotated the values; brainsynth rotates queries and keys).")
-    if position == "fixed":
-        out.note("network", "The original's position_emb='fixed' was a learnt absolute embedding: use_abs_pos_emb.")
-    if flags["spatial_rel_pos_bias"] and flags["bucket_values"]:
-        network["spatial_bias_max_distance"] = int(flags["spatial_bias_max_dist"])
-    else:
-        flags.drop("spatial_bias_max_dist", "used only with --bucket_values=True")
-    flags.drop("bucket_values", "converted to network.spatial_bias_max_distance")
-    if flags["spatial_position_emb"] is not None:
-        network["spatial_pos_emb"] = True
-        if flags["spatial_position_emb"] != "absolute":
-            out.warn("network", "--spatial_position_emb='fixed' (sinusoidal): brainsynth's spatial embedding is learnt.")
-    if flags["use_qk_norm_attn"]:
-        out.warn("network", "--use_qk_norm_attn=True: brainsynth's attn_qk_norm has x-transformers 2.x semantics.")
-    for option, why in _XTRANSFORMER_UNSUPPORTED.items():
-        flags.unsupported(option, "network", why)
+    # original_xtransformer reproduces the original's x-transformers 0.25.4 decoder, so the paper's
+    # checkpoints import exactly; brainsynth's own 'xtransformer' (x-transformers 2.x) is the modern
+    # choice for training new priors.
+    network: dict[str, Any] = {"name": "original_xtransformer", "dim": int(flags["n_embd"]),
+                               "depth": int(flags["n_layers"]), "heads": int(flags["n_head"])}
+    for key in _XTRANSFORMER_KEYS:
+        value = flags[key]
+        network[key] = _lists(value) if isinstance(value, (tuple, list)) else value
+    out.note("network", "original_xtransformer: the original's x-transformers 0.25.4 decoder, option for option (its "
+             "checkpoints import exactly); the flags keep their names, except n_embd/n_layers/n_head -> dim/depth/heads. "
+             "For new training, brainsynth's 'xtransformer' is the modern equivalent.")
     flags.inert("shift_mem_down", "no memories are ever passed")
     for option in ("local_attn_heads", "local_window_size", "feature_redraw_interval", "generalized_attention",
                    "use_scalenorm"):
         flags.inert(option, "performer-only")
-    out.note("network", "Trained original xtransformer weights do not import exactly (README: options table); "
-             "this recipe trains the same architecture in brainsynth.")
     return network
 
 
