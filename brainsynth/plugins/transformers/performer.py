@@ -3,7 +3,8 @@
 The layers are `performer_pytorch.Performer` (causal, no qkv/out biases, as the original built
 it); on CPU the library uses its pure-PyTorch causal path. Token embedding, conditioning
 placement, positions and head are ours (`SequenceInput`). The library has no key/value or
-recurrent-state cache, so sampling re-runs the prefix for every token (the generic decoder).
+recurrent-state cache; sampling uses our `PerformerDecoder` (running FAVOR+ sums, window cache),
+which reproduces the library's eval forward on each growing prefix.
 Options the library cannot honour are recipe errors, not silent no-ops.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Mapping
 from typing import Literal
 
 import torch
@@ -20,7 +22,7 @@ from torch import nn
 
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.ordering import Ordering
-from brainsynth.core.prior import Conditioning, ConditioningValues, Prior, sequence_length_of
+from brainsynth.core.prior import Conditioning, ConditioningValues, Prior, TokenDecoder, sequence_length_of
 
 from .sequence_input import SequenceInput, sinusoidal_table
 
@@ -39,6 +41,9 @@ class PerformerPrior(Prior):
     `position_emb`: ``rotary`` (fixed sinusoidal input embedding + rotary in every layer, the
     original's mapping), ``fixed`` (sinusoidal only) or ``absolute`` (learned). `local_attn_heads`
     of the `heads` use exact causal attention over a window of `local_window_size`.
+    `spatial_pos_emb`: ``true`` embeds the grid coordinates of the cell each position predicts
+    (learned); ``absolute`` / ``fixed`` are the original's learned / sinusoidal embeddings of the
+    coordinates of the token each position holds (see `SequenceInput`).
     """
 
     def __init__(
@@ -60,7 +65,7 @@ class PerformerPrior(Prior):
         ff_dropout: float = 0.0,
         attn_dropout: float = 0.0,
         position_emb: Literal["rotary", "fixed", "absolute"] = "rotary",
-        spatial_pos_emb: bool = False,
+        spatial_pos_emb: bool | Literal["absolute", "fixed"] = False,
         spatial_rel_pos_bias: bool = False,
         tie_embedding: bool = False,
         *,
@@ -99,6 +104,7 @@ class PerformerPrior(Prior):
             positions="absolute" if position_emb == "absolute" else "fixed",
             spatial_coordinates=ordering.coordinates() if spatial_pos_emb else None,
             owner=owner,
+            spatial_mode=spatial_pos_emb if isinstance(spatial_pos_emb, str) else "learned",
         )
         self.emb_dropout = nn.Dropout(emb_dropout)
         self.cross_attend = self.inputs.placement == "context"
@@ -144,3 +150,19 @@ class PerformerPrior(Prior):
         if self.tie_embedding:
             return F.linear(hidden, self.inputs.token_embedding.weight)
         return self.to_logits(hidden)
+
+    def load_original_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load the original BrainSynth performer's weights (DDP ``module.`` prefix already stripped).
+
+        Strict: every original key is consumed and every shape checked; the first missing,
+        unexpected or mis-shaped key is a `CheckpointError` (see `performer_original`).
+        """
+        from .performer_original import load_original_performer
+
+        load_original_performer(self, state)
+
+    def decoder(self, batch_size: int, conditioning: ConditioningValues | None = None) -> TokenDecoder:
+        """One token's work per step: FAVOR+ running sums, a window cache for local heads."""
+        from .performer_decoder import PerformerDecoder
+
+        return PerformerDecoder(self, batch_size, conditioning)

@@ -23,9 +23,15 @@ class SequenceInput(nn.Module):
 
     P = number of prepended conditioning vectors. With ``bos`` placement the conditioning
     vector replaces the BOS embedding. Position embeddings (added, one row per position):
-    ``absolute`` (learned), ``fixed`` (sinusoidal) or ``none``; with `spatial_coordinates`, a learned
-    embedding of each axis coordinate of the cell predicted at each grid position is added
-    (prepended positions get none).
+    ``absolute`` (learned), ``fixed`` (sinusoidal) or ``none``. With `spatial_coordinates` and
+    `spatial_mode`:
+
+    * ``learned``: a learned embedding of each axis coordinate of the cell *predicted* at each
+      grid position, summed with the position embedding (prepended positions get none);
+    * ``absolute`` / ``fixed``: the original BrainSynth's tables, learned (one row per sequence
+      position but the last, indexed by coordinate, so its checkpoints load as they are) or
+      sinusoidal: the coordinate of the token *held* at each position (BOS gets zero), added to
+      the token embeddings axis by axis before the conditioning is placed, as the original did.
     """
 
     def __init__(
@@ -37,6 +43,7 @@ class SequenceInput(nn.Module):
         positions: str = "none",
         spatial_coordinates: torch.Tensor | None = None,
         owner: str = "network",
+        spatial_mode: str = "learned",
     ) -> None:
         super().__init__()
         self.placement = conditioning.placement if conditioning is not None else "none"
@@ -59,7 +66,10 @@ class SequenceInput(nn.Module):
         elif positions != "none":
             raise RecipeError(f"{owner}: unknown position embedding '{positions}'.")
         self.spatial = None
-        if spatial_coordinates is not None:
+        self.spatial_mode = spatial_mode if spatial_coordinates is not None else "none"
+        if spatial_mode not in ("learned", "absolute", "fixed"):
+            raise RecipeError(f"{owner}: unknown spatial position embedding '{spatial_mode}'.")
+        if spatial_coordinates is not None and spatial_mode == "learned":
             coords = spatial_coordinates.long()
             self.register_buffer("spatial_coordinates", coords, persistent=False)
             self.spatial = nn.ModuleList(
@@ -67,6 +77,18 @@ class SequenceInput(nn.Module):
             )
             for table in self.spatial:
                 nn.init.normal_(table.weight, std=1 / math.sqrt(dim))
+        elif spatial_coordinates is not None:
+            if sequence_length < 2:
+                raise RecipeError(f"{owner}: spatial position embeddings need at least 2 grid cells.")
+            held = spatial_coordinates.long()[:-1]  # the last cell is predicted, never held
+            self.register_buffer("spatial_coordinates", held, persistent=False)
+            if spatial_mode == "absolute":
+                self.spatial = nn.ModuleList(nn.Embedding(sequence_length - 1, dim) for _ in range(held.shape[1]))
+            else:
+                tables = [
+                    sinusoidal_table(int(held[:, axis].max()) + 1, dim)[held[:, axis]] for axis in range(held.shape[1])
+                ]
+                self.register_buffer("spatial_fixed", torch.stack(tables), persistent=False)
 
     def position_table(self) -> torch.Tensor | None:
         """[P + L, dim] additive position embedding of every position, or None."""
@@ -75,11 +97,34 @@ class SequenceInput(nn.Module):
             table = self.absolute
         elif self.positions == "fixed":
             table = self.fixed
-        if self.spatial is not None:
+        if self.spatial_mode == "learned":
             grid = sum(emb(self.spatial_coordinates[:, axis]) for axis, emb in enumerate(self.spatial))
             spatial = torch.cat([grid.new_zeros(self.prefix_length, self.dim), grid], dim=0)
             table = spatial if table is None else table + spatial
+        elif self.spatial_mode != "none":
+            held = sum(self.held_spatial_tables())
+            spatial = torch.cat([held.new_zeros(self.prefix_length, self.dim), held], dim=0)
+            table = spatial if table is None else table + spatial
         return table
+
+    def held_spatial_tables(self) -> list[torch.Tensor]:
+        """Per axis, [L, dim]: the original's coordinate embedding of the token held at each grid
+        position (row 0, BOS, is zero); empty unless `spatial_mode` is absolute or fixed."""
+        if self.spatial_mode == "absolute":
+            rows = [emb(self.spatial_coordinates[:, axis]) for axis, emb in enumerate(self.spatial)]
+        elif self.spatial_mode == "fixed":
+            rows = list(self.spatial_fixed.unbind(0))
+        else:
+            return []
+        return [torch.cat([row.new_zeros(1, self.dim), row], dim=0) for row in rows]
+
+    def plain_position_table(self) -> torch.Tensor | None:
+        """[P + L, dim] the absolute / fixed position embedding alone, or None."""
+        if self.positions == "absolute":
+            return self.absolute
+        if self.positions == "fixed":
+            return self.fixed
+        return None
 
     def prefix(self, conditioning: torch.Tensor | None, batch_size: int) -> torch.Tensor:
         """[B, P + 1, dim] embeddings (without positions) of the prepended vectors and BOS."""
@@ -94,11 +139,14 @@ class SequenceInput(nn.Module):
         if tokens.shape[1] > self.sequence_length:
             raise ValueError(f"sequence of {tokens.shape[1]} tokens is longer than {self.sequence_length}")
         x = self.token_embedding(tokens)
+        held = self.held_spatial_tables()
+        for axis_table in held:  # the original's order: token + axis 0 + axis 1 + ..., then placement
+            x = x + axis_table[: x.shape[1]].to(x.dtype)
         if self.placement == "bos":
             x = torch.cat([conditioning.to(x.dtype), x[:, 1:]], dim=1)
         elif self.placement == "prepend":
             x = torch.cat([conditioning.to(x.dtype), x], dim=1)
-        table = self.position_table()
+        table = self.plain_position_table() if held else self.position_table()
         if table is not None:
             x = x + table[: x.shape[1]]
         return x
