@@ -44,17 +44,18 @@ def check_prior_recipe(source: OriginalCheckpoint, kind: str, recipe: Recipe, re
     """The recipe must build the network that takes this file's weights, fed as the original fed it."""
     ours = OUR_NETWORK[kind]
     name = (recipe.get("network") or {}).get("name")
+    able = importing_networks(registry)
+    if name not in able:
+        which = "; ".join(f"{OUR_NETWORK[k]} (original {k} checkpoints)" for k in OUR_NETWORK if OUR_NETWORK[k] in able)
+        raise CheckpointError(
+            f"{source.path}: network '{name}' cannot take original weights; the networks that can: "
+            f"{which or 'none is installed'}. This is an original {kind} checkpoint: set network.name: {ours} "
+            f"('brainsynth import-script' of its run_transformer.py script writes that recipe)."
+        )
     if name != ours:
         raise CheckpointError(
-            f"{source.path}: an original {kind} checkpoint; it imports into network '{ours}', but the recipe's "
-            f"network is '{name}' (set network.name: {ours}; 'brainsynth import-script' of its run_transformer.py "
-            f"script writes that recipe)."
-        )
-    if name not in importing_networks(registry):
-        able = ", ".join(importing_networks(registry)) or "none is installed"
-        raise CheckpointError(
-            f"{source.path}: network '{name}' cannot take original weights (it has no load_original_state_dict); "
-            f"the networks that can: {able}."
+            f"{source.path}: an original {kind} checkpoint imports into network '{ours}', not '{name}' "
+            f"('brainsynth import-script' of its run_transformer.py script writes that recipe)."
         )
     block = recipe["conditioning"]
     if block["name"] == "none":

@@ -571,7 +571,9 @@ def _network(flags: _Flags) -> dict[str, Any]:
                        "use_qk_norm_attn", "residual_attn", "cross_residual_attn", "gate_residual", "shift_mem_down"):
             flags.drop(option, "xtransformer-only; performer ignores it")
         if flags["spatial_position_emb"] is not None:
-            network["spatial_pos_emb"] = True
+            network["spatial_pos_emb"] = str(flags["spatial_position_emb"])  # the original's absolute / fixed tables
+        out.note("network", "performer: the original's wrapper around performer-pytorch; its checkpoints import exactly "
+                 "(brainsynth import-checkpoint).")
         return network
     if name != "xtransformer":
         raise RecipeError(f"--network={name!r}: expected xtransformer or performer.")
