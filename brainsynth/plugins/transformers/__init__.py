@@ -2,6 +2,7 @@
 
 from brainsynth.core.hookspecs import hookimpl
 
+from .original_xtransformer import OriginalXTransformerPrior
 from .performer import PerformerPrior
 from .xtransformer import XTransformerPrior
 
@@ -11,3 +12,4 @@ def register_components(registry):
     injected = ("num_tokens", "max_seq_len", "ordering", "conditioning")
     registry.register("transformer", "xtransformer", XTransformerPrior, injected=injected)
     registry.register("transformer", "performer", PerformerPrior, injected=injected)
+    registry.register("transformer", "original_xtransformer", OriginalXTransformerPrior, injected=injected)
