@@ -105,17 +105,33 @@ def variant(depth: int = 1, conditioning_type: str = "cross_attend", variables=C
 CONFIGS: dict[str, dict] = {
     "ukb": {"options": dict(UKB), "conditioning_type": "cross_attend", "variables": CONTINUOUS_4, "bare": False},
     "no_spatial_bias": dict(variant(spatial_rel_pos_bias=False), bare=True),
-    "tie_embedding_no_gate": variant(tie_embedding=True, attn_gate_values=False),
-    "layernorm_ff_glu": variant(use_rmsnorm=False, ff_glu=True),
-    "position_absolute": variant(position_emb="absolute"),
+    "layernorm_ff_glu_tie_no_gate": variant(use_rmsnorm=False, ff_glu=True, tie_embedding=True, attn_gate_values=False),
     "position_fixed_spatial_absolute": variant(position_emb="fixed", spatial_position_emb="absolute"),
     "prepending": variant(depth=2, heads=2, conditioning_type="prepending"),
     "bos_replacement": variant(conditioning_type="bos_replacement", variables=MIXED_3),
-    "none": variant(conditioning_type="none", variables=[]),
-    "spatial_fixed": variant(spatial_position_emb="fixed", conditioning_type="prepending"),
+    "none_sandwich_coef": variant(depth=2, conditioning_type="none", variables=[], sandwich_coef=1),
     "bucket_values": variant(bucket_values=True, spatial_bias_max_dist=2),
-    "fixed_no_bias_prepending": variant(
-        position_emb="fixed", spatial_rel_pos_bias=False, use_rmsnorm=False, conditioning_type="prepending"
+    "talking_heads_qk_norm_on_attn_sandwich_norm": variant(
+        heads=2,
+        conditioning_type="none",
+        variables=[],
+        attn_talking_heads=True,
+        use_qk_norm_attn=True,
+        attn_on_attn=True,
+        sandwich_norm=True,
+    ),
+    "residual_attn_gru_qk_norm": variant(
+        depth=2, residual_attn=True, cross_residual_attn=True, gate_residual=True, use_qk_norm_attn=True
+    ),
+    "rezero_t5_bias_prepending": variant(
+        use_rezero=True, rel_pos_bias=True, position_emb="fixed", conditioning_type="prepending"
+    ),
+    "absolute_fixed_spatial_fixed_prepending": variant(
+        position_emb="absolute",
+        spatial_position_emb="fixed",
+        spatial_rel_pos_bias=False,
+        use_rmsnorm=False,
+        conditioning_type="prepending",
     ),
 }
 

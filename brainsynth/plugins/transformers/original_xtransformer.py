@@ -6,8 +6,8 @@ CPU in float32, tests/test_original_xtransformer.py). Its recipe keys are the or
 ``dim``/``depth``/``heads``. The layers are x-transformers 0.25.4 as the original used them
 (`original_xtransformer_layers`); the key/value-cached sampler is `original_xtransformer_decoder`.
 
-Options the re-implementation does not reproduce are accepted by the schema (so an imported
-original configuration validates) but refused when set, naming the option.
+Every ``run_transformer.py`` option of the xtransformer network is reproduced; each one is covered
+by a golden configuration generated from the original (tools/original_golden/xtransformer_golden.py).
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from .original_xtransformer_layers import (
     spatial_position_ids,
 )
 
-NOT_REPRODUCED = ("attn_talking_heads", "use_qk_norm_attn", "residual_attn", "cross_residual_attn", "gate_residual")
-"""Original options this prior refuses when set (their layers are not re-implemented)."""
 
 
 class TokenEmbedding(nn.Module):
@@ -96,21 +94,16 @@ class OriginalXTransformerPrior(Prior):
     ) -> None:
         super().__init__()
         owner = "network (original_xtransformer)"
-        refused = dict(
-            attn_talking_heads=attn_talking_heads,
-            use_qk_norm_attn=use_qk_norm_attn,
-            residual_attn=residual_attn,
-            cross_residual_attn=cross_residual_attn,
-            gate_residual=gate_residual,
-        )
-        for option, value in refused.items():
-            if value:
-                raise RecipeError(f"{owner}: {option} is not reproduced by this re-implementation; set it to false.")
         for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("spatial_bias_max_dist", spatial_bias_max_dist)):
             if value < 1:
                 raise RecipeError(f"{owner}: {name} must be positive, got {value}.")
         if sandwich_coef is not None and not 0 < sandwich_coef <= depth:
             raise RecipeError(f"{owner}: sandwich_coef must be in 1..depth ({depth}), got {sandwich_coef}.")
+        if sandwich_norm and (residual_attn or cross_residual_attn):
+            raise RecipeError(
+                f"{owner}: sandwich_norm cannot be combined with residual_attn / cross_residual_attn (they switch the "
+                f"stack to post-norm; the original refuses the combination too)."
+            )
         if spatial_position_emb == "fixed" and dim % 2:
             raise RecipeError(f"{owner}: spatial_position_emb 'fixed' needs an even dim, got {dim}.")
         needs_grid = spatial_rel_pos_bias and not rel_pos_bias or spatial_position_emb is not None
@@ -171,6 +164,12 @@ class OriginalXTransformerPrior(Prior):
             attn_dropout=attn_dropout,
             attn_gate_values=attn_gate_values,
             attn_on_attn=attn_on_attn,
+            attn_talking_heads=attn_talking_heads,
+            use_qk_norm_attn=use_qk_norm_attn,
+            qk_norm_seq_len=table_length,
+            residual_attn=residual_attn,
+            cross_residual_attn=cross_residual_attn,
+            gate_residual=gate_residual,
         )
         self.norm = nn.LayerNorm(dim)  # always a LayerNorm in the original, whatever use_rmsnorm says
         self.to_logits = None if tie_embedding else nn.Linear(dim, num_tokens)

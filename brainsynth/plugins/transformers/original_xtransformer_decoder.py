@@ -25,6 +25,7 @@ from brainsynth.core.prior import ConditioningValues
 from .original_xtransformer_layers import (
     Attention,
     FeedForward,
+    GRUGating,
     RelativePositionBias,
     RMSNorm,
     Rezero,
@@ -112,7 +113,7 @@ class OriginalXTransformerDecoder:
         self.attn_bias = self._bias_table(layers.rel_pos, length, device, dtype)
         context = vectors if prior.placement == "context" else None
         self.plan = self._plan(context)
-        num_self = sum(step[0] == SELF for step in self.plan)
+        num_self = sum(step.kind == SELF for step in self.plan)
         self.keys = torch.zeros(num_self, batch_size, h, length, dh, device=device, dtype=dtype)
         self.values = torch.zeros_like(self.keys)
         self.final_norm = norm_function(prior.norm)
@@ -149,40 +150,55 @@ class OriginalXTransformerDecoder:
             raise TypeError(f"unexpected relative position module {type(rel_pos).__name__}")
         return bias.to(device=device, dtype=dtype).contiguous()
 
-    def _plan(self, context: torch.Tensor | None) -> list[tuple]:
-        """Per layer, a flat tuple of what a step needs; cross-attention keys/values computed here."""
+    def _plan(self, context: torch.Tensor | None) -> list[LayerStep]:
+        """Per layer, what a step needs; cross-attention keys/values computed here, once."""
         plan, self_index = [], 0
         h, dh, inner = self.heads, self.dim_head, self.inner
         layers = self.prior.attn_layers
-        for layer_type, (norms, block, _residual) in zip(layers.layer_types, layers.layers):
-            pre, post = norm_function(norms[0]), norm_function(norms[1])
-            gain = None
+        for layer_type, (norms, block, residual) in zip(layers.layer_types, layers.layers):
+            step = LayerStep()
+            step.pre, step.post, step.post_main = (norm_function(norm) for norm in norms)
+            step.gru = residual.gru if isinstance(residual, GRUGating) else None
             if isinstance(block, Rezero):
-                gain, block = block.g, block.fn
+                step.gain, block = block.g, block.fn
             if isinstance(block, FeedForward):
+                step.kind = FEED_FORWARD
                 up, down = block.up(), block.net[3]
-                plan.append((FEED_FORWARD, pre, up.weight, up.bias, block.glu, down.weight, down.bias, post, gain))
+                step.weights = (up.weight, up.bias, block.glu, down.weight, down.bias)
+                plan.append(step)
                 continue
             gate = block.to_v_gate
+            step.gated = gate is not None
+            step.project_out = output_function(block)
+            step.scale = block.score_scale()
+            step.qk_norm = block.qk_norm
+            if block.talking_heads:
+                step.talking = (block.pre_softmax_talking_heads.weight, block.post_softmax_talking_heads.weight)
             if layer_type == "a":
+                step.kind, step.index = SELF, self_index
+                step.residual_scores = layers.residual_attn
+                self_index += 1
                 parts = [block.to_q.weight, block.to_k.weight, block.to_v.weight]
-                bias = None
                 if gate is not None:
                     parts.append(gate.weight)
-                    bias = torch.cat([gate.bias.new_zeros(3 * inner), gate.bias])
-                plan.append((SELF, pre, torch.cat(parts), bias, self_index, gate is not None, output_function(block), post, gain))
-                self_index += 1
+                    step.bias = torch.cat([gate.bias.new_zeros(3 * inner), gate.bias])
+                step.weight = torch.cat(parts)
             else:
                 if context is None:
                     raise DataError("this prior cross-attends to conditioning; pass conditioning values.")
+                step.kind = CROSS
+                step.residual_scores = layers.cross_residual_attn
                 batch, n, _ = context.shape
-                keys = F.linear(context, block.to_k.weight).view(batch, n, h, dh).transpose(1, 2).contiguous()
-                values = F.linear(context, block.to_v.weight).view(batch, n, h, dh).transpose(1, 2).contiguous()
-                query, bias = block.to_q.weight, None
+                keys = F.linear(context, block.to_k.weight).view(batch, n, h, dh).transpose(1, 2)
+                if block.qk_norm:
+                    keys = F.normalize(keys, p=2, dim=-1)
+                values = F.linear(context, block.to_v.weight).view(batch, n, h, dh).transpose(1, 2)
+                step.context = (keys.contiguous(), values.contiguous())
+                step.weight = block.to_q.weight
                 if gate is not None:
-                    query = torch.cat([query, gate.weight])
-                    bias = torch.cat([gate.bias.new_zeros(inner), gate.bias])
-                plan.append((CROSS, pre, query, bias, keys, values, gate is not None, output_function(block), post, gain))
+                    step.weight = torch.cat([block.to_q.weight, gate.weight])
+                    step.bias = torch.cat([gate.bias.new_zeros(inner), gate.bias])
+            plan.append(step)
         return plan
 
     # -- decoding -----------------------------------------------------------------------------
@@ -204,42 +220,45 @@ class OriginalXTransformerDecoder:
         if self.additive is not None:
             x = x + self.additive[t]
         batch, h, dh, inner = x.shape[0], self.heads, self.dim_head, self.inner
-        scale = dh**-0.5
         rotation = self.rotation[t] if self.rotation is not None else None
         bias = self.attn_bias[:, t : t + 1, : t + 1] if self.attn_bias is not None else None
-        for layer in self.plan:
-            kind = layer[0]
-            normed = layer[1](x) if layer[1] is not None else x
+        prev_scores = prev_cross_scores = None
+        for step in self.plan:
+            kind = step.kind
+            normed = step.pre(x) if step.pre is not None else x
             if kind == SELF:
-                _, _, w_in, b_in, index, gated, project_out, post, gain = layer
-                projected = F.linear(normed, w_in, b_in)
+                projected = F.linear(normed, step.weight, step.bias)
                 qkv = projected[:, : 3 * inner].reshape(batch, 3, h, dh)
                 if rotation is not None:
                     qkv = torch.matmul(qkv, rotation)
-                k_cache, v_cache = self.keys[index], self.values[index]
-                k_cache[:, :, t] = qkv[:, 1]
+                k_cache, v_cache = self.keys[step.index], self.values[step.index]
+                q, k = qkv[:, 0].unsqueeze(2), qkv[:, 1]
+                if step.qk_norm:
+                    q, k = F.normalize(q, p=2, dim=-1), F.normalize(k, p=2, dim=-1)
+                k_cache[:, :, t] = k
                 v_cache[:, :, t] = qkv[:, 2]
-                q = qkv[:, 0].unsqueeze(2)
-                k_seen, v_seen = k_cache[:, :, : t + 1], v_cache[:, :, : t + 1]
-                if bias is None:
-                    out = F.scaled_dot_product_attention(q, k_seen, v_seen, scale=scale)
-                else:  # a single query: explicit scores are cheaper than SDPA's masked path
-                    scores = torch.add(bias, torch.matmul(q, k_seen.transpose(-1, -2)), alpha=scale)
-                    out = torch.matmul(scores.softmax(dim=-1), v_seen)
+                out, scores = self._attend(step, q, k_cache[:, :, : t + 1], v_cache[:, :, : t + 1], bias, prev_scores)
+                if step.residual_scores:
+                    prev_scores = scores
                 out = out.reshape(batch, inner)
-                if gated:
+                if step.gated:
                     out = out * torch.sigmoid(projected[:, 3 * inner :])
-                out = project_out(out)
+                out = step.project_out(out)
             elif kind == CROSS:
-                _, _, w_q, b_q, keys, values, gated, project_out, post, gain = layer
-                projected = F.linear(normed, w_q, b_q)
+                projected = F.linear(normed, step.weight, step.bias)
                 q = projected[:, :inner].reshape(batch, h, 1, dh)
-                out = F.scaled_dot_product_attention(q, keys, values, scale=scale).reshape(batch, inner)
-                if gated:
+                if step.qk_norm:
+                    q = F.normalize(q, p=2, dim=-1)
+                keys, values = step.context
+                out, scores = self._attend(step, q, keys, values, None, prev_cross_scores)
+                if step.residual_scores:
+                    prev_cross_scores = scores
+                out = out.reshape(batch, inner)
+                if step.gated:
                     out = out * torch.sigmoid(projected[:, inner:])
-                out = project_out(out)
+                out = step.project_out(out)
             else:
-                _, _, up, up_bias, glu, down, down_bias, post, gain = layer
+                up, up_bias, glu, down, down_bias = step.weights
                 hidden = F.linear(normed, up, up_bias)
                 if glu:
                     value, gate = hidden.chunk(2, dim=-1)
@@ -247,10 +266,58 @@ class OriginalXTransformerDecoder:
                 else:
                     hidden = F.gelu(hidden)
                 out = F.linear(hidden, down, down_bias)
-            if gain is not None:
-                out = out * gain
-            if post is not None:
-                out = post(out)
-            x = out + x
+            if step.gain is not None:
+                out = out * step.gain
+            if step.post is not None:
+                out = step.post(out)
+            x = step.gru(out, x) if step.gru is not None else out + x
+            if step.post_main is not None:
+                x = step.post_main(x)
         x = self.final_norm(x)
         return F.linear(x, self.head_weight, self.head_bias)
+
+    @staticmethod
+    def _attend(
+        step: LayerStep,
+        q: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        bias: torch.Tensor | None,
+        prev_scores: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One query row per sequence [B, h, 1, dh] against the keys/values seen; (output, pre-softmax scores)."""
+        plain = step.talking is None and prev_scores is None and not step.residual_scores and not step.qk_norm
+        if plain and bias is None:
+            return F.scaled_dot_product_attention(q, keys, values, scale=step.scale), None
+        if plain:  # a single query: explicit scores are cheaper than SDPA's masked path
+            scores = torch.add(bias, torch.matmul(q, keys.transpose(-1, -2)), alpha=step.scale)
+            return torch.matmul(scores.softmax(dim=-1), values), None
+        scores = torch.matmul(q, keys.transpose(-1, -2)) * step.scale
+        if prev_scores is not None:
+            scores = scores + prev_scores
+        pre_softmax = scores
+        if step.talking is not None:
+            scores = F.conv2d(scores, step.talking[0])
+        if bias is not None:
+            scores = scores + bias
+        weights = scores.softmax(dim=-1)
+        if step.talking is not None:
+            weights = F.conv2d(weights, step.talking[1])
+        return torch.matmul(weights, values), pre_softmax
+
+
+class LayerStep:
+    """What one layer of the cached step needs (weights gathered once per batch)."""
+
+    __slots__ = (
+        "kind", "pre", "post", "post_main", "gru", "gain", "weight", "bias", "index", "context", "gated",
+        "project_out", "scale", "qk_norm", "talking", "residual_scores", "weights",
+    )
+
+    def __init__(self) -> None:
+        self.kind = FEED_FORWARD
+        self.pre = self.post = self.post_main = self.gru = self.gain = None
+        self.weight = self.bias = self.context = self.project_out = self.talking = self.weights = None
+        self.index = 0
+        self.gated = self.qk_norm = self.residual_scores = False
+        self.scale: float | torch.Tensor = 1.0

@@ -45,6 +45,18 @@ class Residual(nn.Module):
         return out + residual
 
 
+class GRUGating(nn.Module):
+    """GRU-gated residual: the branch output is the GRU input, the residual its hidden state."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gru = nn.GRUCell(dim, dim)
+
+    def forward(self, out: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        gated = self.gru(out.reshape(-1, out.shape[-1]), residual.reshape(-1, residual.shape[-1]))
+        return gated.reshape_as(out)
+
+
 class Rezero(nn.Module):
     """ReZero branch: the block's output times a learnt scalar `g` (initialised to 0)."""
 
@@ -53,8 +65,11 @@ class Rezero(nn.Module):
         self.fn = fn
         self.g = nn.Parameter(torch.zeros(1))
 
-    def forward(self, x: torch.Tensor, **kwargs) -> torch.Tensor:
-        return self.fn(x, **kwargs) * self.g
+    def forward(self, x: torch.Tensor, **kwargs):
+        out = self.fn(x, **kwargs)
+        if isinstance(out, tuple):
+            return (out[0] * self.g, *out[1:])
+        return out * self.g
 
 
 class GLU(nn.Module):
@@ -275,17 +290,29 @@ class Attention(nn.Module):
     """0.25.4 attention: bias-free q/k/v, output projection with bias, optional sigmoid value gate.
 
     The gate is Linear(dim, h*dh) with weight 0 and bias 1 at initialisation, applied to the
-    aggregated values. `on_attn` ends the output in Linear(h*dh, 2 dim) -> GLU.
+    aggregated values. `on_attn` ends the output in Linear(h*dh, 2 dim) -> GLU. `talking_heads`
+    mixes the heads' scores before and their weights after the softmax (1x1 convolutions).
+    `qk_norm` l2-normalises q and k and scales the scores by 1 / exp(learnt per-head `scale`).
+    `forward` also returns the pre-softmax scores (residual attention passes them on).
     """
 
     def __init__(
-        self, dim: int, heads: int, causal: bool, dropout: float = 0.0, gate_values: bool = False, on_attn: bool = False
+        self,
+        dim: int,
+        heads: int,
+        causal: bool,
+        dropout: float = 0.0,
+        gate_values: bool = False,
+        on_attn: bool = False,
+        talking_heads: bool = False,
+        qk_norm: bool = False,
+        qk_scale_init: float | None = None,
     ) -> None:
         super().__init__()
         inner = DIM_HEAD * heads
         self.heads = heads
         self.causal = causal
-        self.scale = DIM_HEAD**-0.5
+        self.scale: float | nn.Parameter = DIM_HEAD**-0.5
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_k = nn.Linear(dim, inner, bias=False)
         self.to_v = nn.Linear(dim, inner, bias=False)
@@ -295,6 +322,13 @@ class Attention(nn.Module):
             self.to_v_gate = nn.Linear(dim, inner)
             nn.init.constant_(self.to_v_gate.weight, 0)
             nn.init.constant_(self.to_v_gate.bias, 1)
+        self.qk_norm = qk_norm
+        if qk_norm:
+            self.scale = nn.Parameter(torch.ones(1, heads, 1, 1) * (-3.0 if qk_scale_init is None else qk_scale_init))
+        self.talking_heads = talking_heads
+        if talking_heads:
+            self.pre_softmax_talking_heads = nn.Conv2d(heads, heads, 1, bias=False)
+            self.post_softmax_talking_heads = nn.Conv2d(heads, heads, 1, bias=False)
         self.on_attn = on_attn
         self.to_out = nn.Sequential(nn.Linear(inner, dim * 2), nn.GLU()) if on_attn else nn.Linear(inner, dim)
 
@@ -302,19 +336,33 @@ class Attention(nn.Module):
         b, n, _ = t.shape
         return t.view(b, n, self.heads, -1).transpose(1, 2)
 
+    def score_scale(self) -> float | torch.Tensor:
+        """The factor of q.k: dim_head^-1/2, or with qk_norm 1 / exp(scale) per head ([1, h, 1, 1])."""
+        if self.qk_norm:
+            return 1 / (self.scale.exp().clamp(min=1e-2))
+        return self.scale
+
     def forward(
         self,
         x: torch.Tensor,
         context: torch.Tensor | None = None,
         rel_pos: nn.Module | None = None,
         rotary: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        prev_attn: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         kv_input = x if context is None else context
         q, k, v = (self.split_heads(t) for t in (self.to_q(x), self.to_k(kv_input), self.to_v(kv_input)))
         if rotary is not None and context is None:
             q, k, v = (apply_rotary(t, rotary) for t in (q, k, v))
-        dots = torch.einsum("b h i d, b h j d -> b h i j", q, k) * self.scale
+        if self.qk_norm:
+            q, k = F.normalize(q, p=2, dim=-1), F.normalize(k, p=2, dim=-1)
+        dots = torch.einsum("b h i d, b h j d -> b h i j", q, k) * self.score_scale()
         mask_value = -torch.finfo(dots.dtype).max
+        if prev_attn is not None:
+            dots = dots + prev_attn
+        pre_softmax = dots
+        if self.talking_heads:
+            dots = self.pre_softmax_talking_heads(dots)
         if rel_pos is not None:
             dots = rel_pos(dots)
         if self.causal:
@@ -324,17 +372,22 @@ class Attention(nn.Module):
             dots = dots.masked_fill(future, mask_value)
         dots = dots - dots.amax(dim=-1, keepdim=True).detach()
         attn = self.dropout(F.softmax(dots, dim=-1))
+        if self.talking_heads:
+            attn = self.post_softmax_talking_heads(attn)
         out = torch.einsum("b h i j, b h j d -> b h i d", attn, v)
         out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
         if self.to_v_gate is not None:
             out = out * self.to_v_gate(x).sigmoid()
-        return self.to_out(out)
+        return self.to_out(out), pre_softmax
 
 
 class AttentionLayers(nn.Module):
-    """The causal pre-norm stack: blocks ('a', 'f') or ('a', 'c', 'f'), norms, rotary, relative bias.
+    """The causal stack: blocks ('a', 'f') or ('a', 'c', 'f'), norms, rotary, relative bias.
 
-    `layers[i]` = ModuleList([norms (pre-branch, post-branch, None), block, residual]) as in 0.25.4.
+    `layers[i]` = ModuleList([norms, block, residual]) as in 0.25.4, norms = (pre-branch,
+    post-branch, post-main). Pre-norm by default; with residual attention post-norm (a norm after
+    every residual sum but the last), passing each layer's pre-softmax scores to the next layer of
+    its kind. With qk-norm, attention layers have a post-branch norm instead of a pre-branch one.
     """
 
     def __init__(
@@ -343,27 +396,39 @@ class AttentionLayers(nn.Module):
         depth: int,
         heads: int,
         cross_attend: bool,
-        use_rmsnorm: bool,
-        use_rezero: bool,
-        rotary: bool,
-        rel_pos: nn.Module | None,
-        sandwich_coef: int | None,
-        sandwich_norm: bool,
-        ff_glu: bool,
-        ff_dropout: float,
-        attn_dropout: float,
-        attn_gate_values: bool,
-        attn_on_attn: bool,
+        use_rmsnorm: bool = False,
+        use_rezero: bool = False,
+        rotary: bool = False,
+        rel_pos: nn.Module | None = None,
+        sandwich_coef: int | None = None,
+        sandwich_norm: bool = False,
+        ff_glu: bool = False,
+        ff_dropout: float = 0.0,
+        attn_dropout: float = 0.0,
+        attn_gate_values: bool = False,
+        attn_on_attn: bool = False,
+        attn_talking_heads: bool = False,
+        use_qk_norm_attn: bool = False,
+        qk_norm_seq_len: int | None = None,
+        residual_attn: bool = False,
+        cross_residual_attn: bool = False,
+        gate_residual: bool = False,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.rotary_pos_emb = RotaryEmbedding(max(DIM_HEAD // 2, 32)) if rotary else None
         self.rel_pos = rel_pos
+        self.pre_norm = not (residual_attn or cross_residual_attn)
+        self.residual_attn = residual_attn
+        self.cross_residual_attn = cross_residual_attn
         block = ("a", "c", "f") if cross_attend else ("a", "f")
         if sandwich_coef:
             self.layer_types = ("a",) * sandwich_coef + block * (depth - sandwich_coef) + ("f",) * sandwich_coef
         else:
             self.layer_types = block * depth
+        qk_scale_init = (
+            -math.log(math.log2(qk_norm_seq_len**2 - qk_norm_seq_len)) if use_qk_norm_attn and qk_norm_seq_len else None
+        )
 
         def norm() -> nn.Module:
             if use_rezero:
@@ -371,31 +436,56 @@ class AttentionLayers(nn.Module):
             return RMSNorm(dim) if use_rmsnorm else nn.LayerNorm(dim)
 
         self.layers = nn.ModuleList()
-        for layer_type in self.layer_types:
+        for index, layer_type in enumerate(self.layer_types):
+            is_last = index == len(self.layer_types) - 1
             if layer_type == "f":
                 layer: nn.Module = FeedForward(dim, glu=ff_glu, dropout=ff_dropout)
             else:
                 layer = Attention(
-                    dim, heads, causal=layer_type == "a", dropout=attn_dropout, gate_values=attn_gate_values, on_attn=attn_on_attn
+                    dim,
+                    heads,
+                    causal=layer_type == "a",
+                    dropout=attn_dropout,
+                    gate_values=attn_gate_values,
+                    on_attn=attn_on_attn,
+                    talking_heads=attn_talking_heads,
+                    qk_norm=use_qk_norm_attn,
+                    qk_scale_init=qk_scale_init,
                 )
             if use_rezero:
                 layer = Rezero(layer)
-            norms = nn.ModuleList([norm(), norm() if sandwich_norm else None, None])
-            self.layers.append(nn.ModuleList([norms, layer, Residual()]))
+            uses_qk_norm = use_qk_norm_attn and layer_type in ("a", "c")
+            norms = nn.ModuleList(
+                [
+                    norm() if self.pre_norm and not uses_qk_norm else None,
+                    norm() if sandwich_norm or uses_qk_norm else None,
+                    norm() if not self.pre_norm and not is_last else None,
+                ]
+            )
+            residual = GRUGating(dim) if gate_residual else Residual()
+            self.layers.append(nn.ModuleList([norms, layer, residual]))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         rotary = self.rotary_pos_emb(x.shape[1], x.device) if self.rotary_pos_emb is not None else None
+        prev_attn = prev_cross_attn = None
         for layer_type, (norms, block, residual_fn) in zip(self.layer_types, self.layers):
-            pre_norm, post_norm, _ = norms
+            pre_norm, post_norm, post_main_norm = norms
             residual = x
-            x = pre_norm(x)
+            if pre_norm is not None:
+                x = pre_norm(x)
             if layer_type == "a":
-                out = block(x, rel_pos=self.rel_pos, rotary=rotary)
+                out, scores = block(x, rel_pos=self.rel_pos, rotary=rotary, prev_attn=prev_attn)
+                if self.residual_attn:
+                    prev_attn = scores
             elif layer_type == "c":
-                out = block(x, context=context)
+                out, scores = block(x, context=context, prev_attn=prev_cross_attn)
+                if self.cross_residual_attn:
+                    prev_cross_attn = scores
             else:
                 out = block(x)
             if post_norm is not None:
                 out = post_norm(out)
             x = residual_fn(out, residual)
+            if post_main_norm is not None:
+                x = post_main_norm(x)
         return x
