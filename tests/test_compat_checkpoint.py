@@ -280,9 +280,11 @@ def test_clear_errors_and_nothing_written(tmp_path, run_cli, tiny_cohort):  # no
     assert "'quantizer.0.impl.weight' and 'quantizer.0.impl.embedding.weight' differ" in attempt(alias)
     transformer = {"token_emb.emb.weight": torch.zeros(5, 4), "attn_layers.layers.0.1.to_out.weight": torch.zeros(4, 4),
                    "attn_layers.layers.0.1.to_out.bias": torch.ones(4), "attn_layers.rotary_pos_emb.inv_freq": torch.ones(2)}
-    err = attempt(transformer)
-    assert "original xtransformer checkpoint cannot be imported exactly" in err
-    assert "attention output bias" in err and "position_emb='rotary'" in err
+    err = attempt(transformer)  # an original prior given with a tokenizer recipe: which recipe it needs
+    assert "an original xtransformer checkpoint (a prior); import it with a prior recipe" in err
+    assert "network: original_xtransformer" in err
+    err = attempt({"module.performer.net.layers.0.0.fn.fn.to_q.weight": torch.zeros(4, 4), "module.token_emb.weight": torch.zeros(5, 4)})
+    assert "an original performer checkpoint (a prior)" in err and "network: performer" in err
 
     numpy_scalar = training_dict(original_model(), ddp=False)
     numpy_scalar["trainer"]["seed"] = np.int64(12)
