@@ -97,6 +97,10 @@ class OriginalXTransformerPrior(Prior):
         for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("spatial_bias_max_dist", spatial_bias_max_dist)):
             if value < 1:
                 raise RecipeError(f"{owner}: {name} must be positive, got {value}.")
+        if position_emb not in ("rotary", "fixed", "absolute", None):
+            raise RecipeError(f"{owner}: position_emb must be 'rotary', 'fixed' or 'absolute', got {position_emb!r}.")
+        if spatial_position_emb not in ("absolute", "fixed", None):
+            raise RecipeError(f"{owner}: spatial_position_emb must be 'absolute', 'fixed' or null, got {spatial_position_emb!r}.")
         if sandwich_coef is not None and not 0 < sandwich_coef <= depth:
             raise RecipeError(f"{owner}: sandwich_coef must be in 1..depth ({depth}), got {sandwich_coef}.")
         if sandwich_norm and (residual_attn or cross_residual_attn):
