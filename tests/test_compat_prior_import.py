@@ -202,6 +202,10 @@ def test_original_prior_imports_in_one_command_then_samples_and_scores(network, 
     assert scored.code == 0, scored
     maps = sorted((run_dir / "likelihood").rglob("*.nii.gz"))
     assert len(maps) >= len(val_subjects)
+    # evaluate reads the samples against the real brains (MMD only: MS-SSIM needs volumes of 48+ voxels a side)
+    evaluated = run_cli("run", str(recipe), "--mode", "evaluate", *sizes, "--set", "evaluation.metrics=[{name: mmd}]")
+    assert evaluated.code == 0, evaluated
+    assert math.isfinite(json.loads((run_dir / "metrics.evaluate.json").read_text())["mmd"])
     assert time.perf_counter() - start < 60
 
 
@@ -245,8 +249,11 @@ def test_wrong_recipe_kind_and_bad_weights_are_one_line_and_write_nothing(tmp_pa
     err = attempt(str(performer), "--recipe", str(recipe), "--run")
     assert "an original performer checkpoint imports into network 'performer', not 'original_xtransformer'" in err
     # the original fed raw values: a normalising recipe is refused, not imported into other outputs
-    err = attempt(str(golden), "--recipe", str(recipe), "--run", "--set", "conditioning.variables[0].normalize=minmax")
-    assert "normalize: none" in err
+    normalising = tmp_path / "normalising.yaml"
+    normalising.write_text(recipe.read_text().replace("{column: c0, kind: continuous, normalize: none}",
+                                                   "{column: c0, kind: continuous, normalize: minmax}"))
+    err = attempt(str(golden), "--recipe", str(normalising), "--run")
+    assert "variables 'c0'" in err and "needs normalize: none" in err
     # a tensor of another shape: the key is named, nothing is written
     state = torch.load(golden, map_location="cpu", weights_only=True)
     key = next(k for k in state["network"] if "token_emb" in k)

@@ -423,7 +423,8 @@ def _convert_transformer(flags: _Flags) -> dict[str, Any]:
         if not on_the_fly:
             flags.drop(name, "no --vqvae_checkpoint, so no on-the-fly tokenisation")
         elif name == "vqvae_aug_conditionings":
-            flags.drop(name, "not supported (see the warning above 'conditioning')")
+            flags.drop(name, "not supported (see the warning above 'conditioning')" if flags[name] != "none"
+                       else "no augmentation-trace conditioning; nothing to convert")
         elif name.startswith("vqvae_aug_"):
             flags.drop(name, "converted to data")
         else:
