@@ -186,13 +186,15 @@ class OriginalXTransformerPrior(Prior):
         x = self.token_emb(tokens)
         for spatial in self.spatial_position_emb:
             x = x + spatial(x.shape[1]).to(x)
+        if vectors is not None:  # parameter-free (tiled) conditioning returns its vectors on the CPU
+            vectors = vectors.to(device=x.device, dtype=x.dtype)
         context = None
         if self.placement == "bos":
-            x = torch.cat([vectors.to(x.dtype), x[:, 1:]], dim=1)
+            x = torch.cat([vectors, x[:, 1:]], dim=1)
         elif self.placement == "prepend":
-            x = torch.cat([vectors.to(x.dtype), x], dim=1)
+            x = torch.cat([vectors, x], dim=1)
         elif self.placement == "context":
-            context = vectors.to(x.dtype)
+            context = vectors
         if self.pos_emb is not None:
             x = x + self.pos_emb(x.shape[1])
         x = self.emb_dropout(x)
