@@ -213,13 +213,10 @@ class OriginalXTransformerPrior(Prior):
         For BOS replacement the original adds the variable vectors one by one to zeros, in the
         order the variables are listed; summing them in that order keeps the result bit-equal.
         """
-        if self.placement != "bos":
-            return self.condition(conditioning)
         embed = getattr(self.conditioning, "embed", None)
-        if embed is None or not hasattr(embed, "order"):
-            return self.condition(conditioning)
-        self.condition(conditioning)  # raises the usual error when values are missing
-        vectors = embed(conditioning or {})
+        if self.placement != "bos" or not hasattr(embed, "order") or not conditioning:
+            return self.condition(conditioning)  # (which raises the usual error when values are missing)
+        vectors = embed(conditioning)
         if embed.order == "last_first":
             vectors = vectors.flip(1)
         total = torch.zeros_like(vectors[:, 0])

@@ -13,6 +13,7 @@ left out, RMSNorm is torch's fused one); tests check that greedy tokens equal th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -56,7 +57,7 @@ def rotation_matrices(rotary_dim: int, dim_head: int, length: int, device: torch
     return matrices
 
 
-def norm_function(norm: nn.Module | None):
+def norm_function(norm: nn.Module | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """A functional form of a pre/post-branch norm (None: no norm)."""
     if norm is None or isinstance(norm, nn.Identity):
         return None
@@ -69,7 +70,7 @@ def norm_function(norm: nn.Module | None):
     raise TypeError(f"unexpected norm {type(norm).__name__}")
 
 
-def output_function(attention: Attention):
+def output_function(attention: Attention) -> Callable[[torch.Tensor], torch.Tensor]:
     """The attention output projection (with the GLU of attention-on-attention)."""
     if attention.on_attn:
         linear = attention.to_out[0]
