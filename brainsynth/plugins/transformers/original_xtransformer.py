@@ -34,7 +34,6 @@ from .original_xtransformer_layers import (
 )
 
 
-
 class TokenEmbedding(nn.Module):
     """The token table under the original's name (``token_emb.emb``), Kaiming-normal initialised."""
 
