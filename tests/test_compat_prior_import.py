@@ -283,3 +283,70 @@ def test_imported_prior_is_a_runs_best_checkpoint(tmp_path, run_cli, tiny_cohort
     assert extra["imported"]["tokenizer_run"] == str(tmp_path / "runs" / "xtransformer_prior_tokenizer")
     ordering = torch.as_tensor(golden_io("xtransformer")["sequence_ordering"])
     assert math.prod(extra["grid"]) == ordering.numel()
+
+
+def _every_config() -> list[tuple[str, str]]:
+    return [(network, name) for network in ("xtransformer", "performer") for name in manifest(network)["configs"]]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_runs(tmp_path_factory, tiny_cohort) -> dict[str, Path]:  # noqa: F811
+    """One imported tokenizer run per golden manifest (its grid and vocabulary), shared by the configurations."""
+    from brainsynth.plugins.compat.checkpoint_import import import_checkpoint
+
+    root = tmp_path_factory.mktemp("tokenizers")
+    runs = {}
+    for network in ("xtransformer", "performer"):
+        info = manifest(network)
+        name = f"{network}_prior"
+        recipe = load_recipe(tokenizer_run(root, tiny_cohort, info["vocab_size"], info["grid"], name), registry())
+        import_checkpoint(root / f"{name}.pt", recipe, registry(), run=True)
+        runs[network] = root
+    return runs
+
+
+@pytest.mark.parametrize(("network", "config_name"), _every_config())
+def test_every_golden_configuration_converts_and_imports_to_the_originals_logits(network, config_name, tmp_path, run_cli,
+                                                                                 tokenizer_runs, tiny_cohort):  # noqa: F811
+    """Each original configuration, through import-script and import-checkpoint, computes the original's logits."""
+    from brainsynth.plugins.compat.checkpoint_import import import_checkpoint
+
+    info = manifest(network)
+    config = info["configs"][config_name]
+    root = tokenizer_runs[network]
+    name = f"{network}_prior"
+    table = tmp_path / "conditioning.tsv"
+    conditioning_table(table, tiny_cohort, config["variables"], seed=2)
+    script = original_script(tmp_path, tiny_cohort, config, info["grid"], network, table, name)
+    converted = run_cli("import-script", str(script))
+    assert converted.code == 0, converted
+    recipe_path = tmp_path / f"{name}.yaml"
+    recipe_path.write_text(converted.out)
+    overrides = [f"tokenizer.run={root / 'runs' / f'{name}_tokenizer'}"]
+    if network == "performer":
+        overrides.append(f"network.dim_head={config['options']['dim_head']}")
+    recipe = load_recipe(recipe_path, registry(), overrides=overrides)
+    report = import_checkpoint(GOLDEN / config["checkpoint"], recipe, registry(), out=tmp_path / "prior.pt")
+    assert report.kind == network
+
+    parts = imported_parts_from(recipe, tmp_path / "prior.pt")
+    io = golden_io(network)[config_name]
+    values = None
+    if config["variables"] and config["conditioning_type"] != "none":
+        rows = as_rows(io["conditioning"], config["variables"])
+        values = parts.values(torch.as_tensor(parts.table.encode_many(rows)), torch.device("cpu"))
+    with torch.no_grad():
+        logits = parts.network(io["inputs"], values)
+    torch.testing.assert_close(logits, io["logits"], rtol=1e-5, atol=1e-5)
+
+
+def imported_parts_from(recipe, checkpoint: Path):
+    """The prior as the run modes restore it from a checkpoint file (ordering, mapping, then weights)."""
+    from brainsynth.core.checkpoint import load_checkpoint, read_checkpoint
+    from brainsynth.plugins.tasks.prior_parts import build_prior_parts
+
+    run = Run(recipe=recipe, directory=run_directory(recipe), registry=registry(), dist=DistributedContext())
+    parts = build_prior_parts(run, saved=read_checkpoint(checkpoint)["extra"])
+    load_checkpoint(checkpoint, task="transformer", modules={"network": parts.network}, restore_rng=False)
+    parts.network.eval()
+    return parts

@@ -61,10 +61,10 @@ def check_prior_recipe(source: OriginalCheckpoint, kind: str, recipe: Recipe, re
     if block["name"] == "none":
         return
     where = f"{recipe.source}: conditioning"
-    if block.get("order") != "last_first":
+    if block["name"] == "prepend" and block.get("order") != "last_first":  # elsewhere the order only changes rounding
         raise RecipeError(
-            f"{where}.order: the original put the last variable's vector first; an imported prior needs "
-            f"order: last_first (got {block.get('order', 'listed')!r})."
+            f"{where}.order: the original prepended each variable's vector in front of the last, so the last comes "
+            f"first; an imported prior needs order: last_first (got {block.get('order', 'listed')!r})."
         )
     for variable in as_variables(block.get("variables")):
         if variable.kind == "continuous":

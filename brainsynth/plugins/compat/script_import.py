@@ -532,15 +532,18 @@ def _conditioning(flags: _Flags) -> dict[str, Any]:
         {"column": str(c), "kind": "continuous", "normalize": "none"} if k else {"column": str(c), "kind": "categorical"}
         for c, k in zip(columns, kinds)
     ]
+    # The original's vector order: prepended and cross-attended vectors last variable first; the
+    # performer wrapper summed BOS replacements in listed order (the xtransformer in reversed order).
+    order = "listed" if kind == "bos_replacement" and flags["network"] == "performer" else "last_first"
     out.note("conditioning", "As the original: the table's values are fed as stored (normalize: none; it did no "
              "normalisation in code), each continuous value tiled over the model width with no learnt projection "
-             "(continuous_embedding: tiled), and the vectors in its order, the last variable first (order: last_first).")
+             f"(continuous_embedding: tiled), and the vectors in its order (order: {order}).")
     if not all(kinds):
         out.note("conditioning", "Categorical values index their embedding rows directly in the original: they must "
                  "already be 0..count-1.")
     out.note("conditioning", "Subjects are matched on the table's 'subject' column, with or without .nii/.nii.gz/.npy.")
     return {"name": _CONDITIONING[kind], "table": str(flags["conditioning_path"]), "variables": variables,
-            "continuous_embedding": "tiled", "order": "last_first"}
+            "continuous_embedding": "tiled", "order": order}
 
 
 _XTRANSFORMER_KEYS = (
