@@ -532,8 +532,8 @@ def _conditioning(flags: _Flags) -> dict[str, Any]:
         {"column": str(c), "kind": "continuous", "normalize": "none"} if k else {"column": str(c), "kind": "categorical"}
         for c, k in zip(columns, kinds)
     ]
-    # The original's vector order: prepended and cross-attended vectors last variable first; the
-    # performer wrapper summed BOS replacements in listed order (the xtransformer in reversed order).
+    # The original's vector order: last variable first (it prepended each new vector), except that
+    # the performer wrapper summed BOS replacements in listed order (bit-equal only in that order).
     order = "listed" if kind == "bos_replacement" and flags["network"] == "performer" else "last_first"
     out.note("conditioning", "As the original: the table's values are fed as stored (normalize: none; it did no "
              "normalisation in code), each continuous value tiled over the model width with no learnt projection "
