@@ -145,7 +145,7 @@ class PerformerPrior(Prior):
         if self.layer_rotary is not None:
             options["pos_emb"] = self.layer_rotary[None, : x.shape[1]].to(x.dtype)
         if self.cross_attend:
-            options["context"] = vectors.to(x.dtype)
+            options["context"] = vectors.to(x)  # parameter-free (tiled) conditioning is built on the CPU
         hidden = self.norm(self.layers(x, **options))[:, self.inputs.prefix_length :]
         if self.tie_embedding:
             return F.linear(hidden, self.inputs.token_embedding.weight)

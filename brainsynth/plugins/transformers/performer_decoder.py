@@ -274,7 +274,7 @@ class PerformerDecoder:
             wrapper = _Wrapper(attention_wrapper)
             attention = wrapper.fn
             if type(attention).__name__ == "CrossAttention":
-                state: object = _CrossAttentionState(attention, context.to(self.prefix.dtype))
+                state: object = _CrossAttentionState(attention, context.to(self.prefix))
                 self.blocks.append(("cross", wrapper, state))
             else:
                 self.blocks.append(("self", wrapper, _SelfAttentionState(attention, batch_size, device, rotary)))

@@ -130,9 +130,9 @@ class SequenceInput(nn.Module):
         """[B, P + 1, dim] embeddings (without positions) of the prepended vectors and BOS."""
         bos = self.token_embedding.weight[-1].expand(batch_size, 1, self.dim)
         if self.placement == "bos":
-            return conditioning.to(bos.dtype)
+            return conditioning.to(bos)
         if self.placement == "prepend":
-            return torch.cat([conditioning.to(bos.dtype), bos], dim=1)
+            return torch.cat([conditioning.to(bos), bos], dim=1)
         return bos
 
     def forward(self, tokens: torch.Tensor, conditioning: torch.Tensor | None) -> torch.Tensor:
@@ -143,9 +143,9 @@ class SequenceInput(nn.Module):
         for axis_table in held:  # the original's order: token + axis 0 + axis 1 + ..., then placement
             x = x + axis_table[: x.shape[1]].to(x.dtype)
         if self.placement == "bos":
-            x = torch.cat([conditioning.to(x.dtype), x[:, 1:]], dim=1)
+            x = torch.cat([conditioning.to(x), x[:, 1:]], dim=1)
         elif self.placement == "prepend":
-            x = torch.cat([conditioning.to(x.dtype), x], dim=1)
+            x = torch.cat([conditioning.to(x), x], dim=1)
         table = self.plain_position_table() if held else self.position_table()
         if table is not None:
             x = x + table[: x.shape[1]]
