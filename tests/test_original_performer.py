@@ -59,7 +59,7 @@ def recipe_network(options: dict) -> dict:
     )
 
 
-def build(name: str) -> PerformerPrior:
+def build(name: str, **extra) -> PerformerPrior:
     config = MANIFEST["configs"][name]
     kind = _CONDITIONING[config["conditioning_type"]]
     conditioning = NoConditioning()
@@ -77,6 +77,7 @@ def build(name: str) -> PerformerPrior:
         warnings.simplefilter("ignore")
         return PerformerPrior(
             **recipe_network(config["options"]),
+            **extra,
             num_tokens=MANIFEST["vocab_size"] + 1,
             ordering=ordering(),
             conditioning=conditioning,
@@ -172,6 +173,10 @@ def test_greedy_samples_equal_the_originals(name, loaded, io):
     if causal_consistent(name):
         tokens = sample(prior, batch, values, greedy=True, use_cache=True)
         assert torch.equal(tokens, expected)
+    recompute = build(name, sampling_decoder="recompute")
+    recompute.load_original_state_dict(original_state(name))
+    assert isinstance(recompute.decoder(batch, values), RecomputingDecoder)
+    assert torch.equal(sample(recompute, batch, values, greedy=True), expected)
     assert torch.equal(ordering().sequence_order, case["sequence_ordering"])
     assert torch.equal(ordering().revert(expected), case["greedy_grid"])
 

@@ -44,6 +44,13 @@ class PerformerPrior(Prior):
     `spatial_pos_emb`: ``true`` embeds the grid coordinates of the cell each position predicts
     (learned); ``absolute`` / ``fixed`` are the original's learned / sinusoidal embeddings of the
     coordinates of the token each position holds (see `SequenceInput`).
+
+    `sampling_decoder`: ``recurrent`` (one token's work per step, `PerformerDecoder`) or
+    ``recompute`` (re-run the prefix per token, as the original sampled). performer-pytorch's
+    FAVOR+ key features depend on the maximum over the whole input, so with two or more layers
+    holding FAVOR+ heads the original's samples are reproduced exactly only by ``recompute``;
+    ``recurrent`` follows them closely (logits within ~1e-3 at initialisation), and exactly for
+    one layer or local heads only.
     """
 
     def __init__(
@@ -68,6 +75,7 @@ class PerformerPrior(Prior):
         spatial_pos_emb: bool | Literal["absolute", "fixed"] = False,
         spatial_rel_pos_bias: bool = False,
         tie_embedding: bool = False,
+        sampling_decoder: Literal["recurrent", "recompute"] = "recurrent",
         *,
         num_tokens: int,
         max_seq_len: int | None = None,
@@ -81,6 +89,9 @@ class PerformerPrior(Prior):
                 f"{owner}: spatial_rel_pos_bias needs explicit attention scores, which FAVOR+ never forms; "
                 f"use network name 'xtransformer' for it, or spatial_pos_emb: true here."
             )
+        if sampling_decoder not in ("recurrent", "recompute"):
+            raise RecipeError(f"{owner}: sampling_decoder must be 'recurrent' or 'recompute', got {sampling_decoder!r}.")
+        self.sampling_decoder = sampling_decoder
         if not 0 <= local_attn_heads <= heads:
             raise RecipeError(f"{owner}: local_attn_heads must be in 0..heads ({heads}), got {local_attn_heads}.")
         if use_scalenorm and use_rezero:
@@ -162,7 +173,10 @@ class PerformerPrior(Prior):
         load_original_performer(self, state)
 
     def decoder(self, batch_size: int, conditioning: ConditioningValues | None = None) -> TokenDecoder:
-        """One token's work per step: FAVOR+ running sums, a window cache for local heads."""
+        """One token's work per step (FAVOR+ running sums, a window cache for local heads), unless
+        `sampling_decoder` is ``recompute``."""
         from .performer_decoder import PerformerDecoder
 
+        if self.sampling_decoder == "recompute":
+            return super().decoder(batch_size, conditioning)
         return PerformerDecoder(self, batch_size, conditioning)
