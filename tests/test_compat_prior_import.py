@@ -350,3 +350,29 @@ def imported_parts_from(recipe, checkpoint: Path):
     load_checkpoint(checkpoint, task="transformer", modules={"network": parts.network}, restore_rng=False)
     parts.network.eval()
     return parts
+
+
+def test_categorical_values_must_be_the_originals_embedding_rows(tmp_path, run_cli, tokenizer_runs, tiny_cohort):  # noqa: F811
+    """The original indexed its embedding with the value itself: values 1..3 would read other rows."""
+    from brainsynth.core.errors import CheckpointError
+    from brainsynth.plugins.compat.checkpoint_import import import_checkpoint
+
+    info = manifest("xtransformer")
+    config = info["configs"]["bos_replacement"]
+    assert any(v["kind"] == "categorical" for v in config["variables"])
+    table = tmp_path / "conditioning.tsv"
+    conditioning_table(table, tiny_cohort, config["variables"], seed=2)
+    lines = table.read_text().splitlines()
+    column = [v["column"] for v in config["variables"]].index("group") + 1
+    shifted = [lines[0]] + ["\t".join(str(int(f) + 1) if i == column else f for i, f in enumerate(line.split("\t")))
+                            for line in lines[1:]]
+    table.write_text("\n".join(shifted) + "\n")
+    script = original_script(tmp_path, tiny_cohort, config, info["grid"], "xtransformer", table, "xtransformer_prior")
+    converted = run_cli("import-script", str(script))
+    (tmp_path / "prior.yaml").write_text(converted.out)
+    root = tokenizer_runs["xtransformer"]
+    recipe = load_recipe(tmp_path / "prior.yaml", registry(),
+                         overrides=[f"tokenizer.run={root / 'runs' / 'xtransformer_prior_tokenizer'}"])
+    with pytest.raises(CheckpointError, match=r"categorical variable 'group' has training values 1, 2, 3.*0\.\.count-1"):
+        import_checkpoint(GOLDEN / config["checkpoint"], recipe, registry(), out=tmp_path / "prior.pt")
+    assert not (tmp_path / "prior.pt").exists()

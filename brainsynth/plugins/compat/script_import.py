@@ -576,8 +576,11 @@ def _network(flags: _Flags) -> dict[str, Any]:
             flags.drop(option, "xtransformer-only; performer ignores it")
         if flags["spatial_position_emb"] is not None:
             network["spatial_pos_emb"] = str(flags["spatial_position_emb"])  # the original's absolute / fixed tables
+        network["sampling_decoder"] = "recompute"
         out.note("network", "performer: the original's wrapper around performer-pytorch; its checkpoints import exactly "
-                 "(brainsynth import-checkpoint).")
+                 "(brainsynth import-checkpoint). sampling_decoder: recompute re-runs the prefix for every token, as the "
+                 "original sampled, which reproduces its samples exactly; 'recurrent' does one token's work per step, "
+                 "much faster, and follows them closely but not exactly when two or more layers hold FAVOR+ heads.")
         return network
     if name != "xtransformer":
         raise RecipeError(f"--network={name!r}: expected xtransformer or performer.")
