@@ -233,6 +233,28 @@ def test_errors_name_the_key():
         prior.load_original_state_dict(twins)
 
 
+def test_options_the_original_never_had_are_named():
+    name = "published"
+    config = MANIFEST["configs"][name]
+    state = original_state(name)
+    variables = [{"column": v["column"], "normalize": "none"} for v in config["variables"]]
+    mlp = CrossAttend(variables, continuous_embedding="mlp", order="last_first", model_dim=config["options"]["n_embd"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prior = PerformerPrior(**recipe_network(config["options"]), num_tokens=MANIFEST["vocab_size"] + 1,
+                               ordering=ordering(), conditioning=mlp)
+    with pytest.raises(CheckpointError, match="continuous_embedding: tiled"):
+        prior.load_original_state_dict(state)
+    spatial = "none_spatial_absolute_scalenorm"
+    options = dict(recipe_network(MANIFEST["configs"][spatial]["options"]), spatial_pos_emb=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prior = PerformerPrior(**options, num_tokens=MANIFEST["vocab_size"] + 1, ordering=ordering(),
+                               conditioning=NoConditioning())
+    with pytest.raises(CheckpointError, match="spatial_pos_emb: absolute or fixed"):
+        prior.load_original_state_dict(original_state(spatial))
+
+
 def test_another_ordering_is_refused():
     name = "none_spatial_absolute_scalenorm"
     state = original_state(name)
@@ -323,7 +345,8 @@ def test_deep_stacks_differ_only_by_the_stabiliser_look_ahead():
     with torch.inference_mode():
         fast, slow = prior.decoder(2, CONDITION), RecomputingDecoder(prior, 2, CONDITION)
         gaps = [float((fast.start() - slow.start()).abs().max())]
-        tokens = torch.randint(0, MANIFEST["vocab_size"], (2, prior.sequence_length - 1), generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        tokens = torch.randint(0, MANIFEST["vocab_size"], (2, prior.sequence_length - 1), generator=generator)
         for i in range(tokens.shape[1]):
             gaps.append(float((fast.step(tokens[:, i]) - slow.step(tokens[:, i])).abs().max()))
     assert 0 < max(gaps) < 1e-2

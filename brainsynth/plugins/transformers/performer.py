@@ -90,7 +90,7 @@ class PerformerPrior(Prior):
                 f"use network name 'xtransformer' for it, or spatial_pos_emb: true here."
             )
         if sampling_decoder not in ("recurrent", "recompute"):
-            raise RecipeError(f"{owner}: sampling_decoder must be 'recurrent' or 'recompute', got {sampling_decoder!r}.")
+            raise RecipeError(f"{owner}: sampling_decoder must be recurrent or recompute, got {sampling_decoder!r}.")
         self.sampling_decoder = sampling_decoder
         if not 0 <= local_attn_heads <= heads:
             raise RecipeError(f"{owner}: local_attn_heads must be in 0..heads ({heads}), got {local_attn_heads}.")

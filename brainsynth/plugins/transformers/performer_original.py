@@ -71,13 +71,15 @@ def load_original_performer(prior: PerformerPrior, state: Mapping[str, torch.Ten
     inputs = prior.inputs
     total = inputs.total_length
     dim = inputs.dim
-    plan["token_emb.weight"] = (tuple(ours["inputs.token_embedding.weight"].shape), load_as("inputs.token_embedding.weight"))
+    token_key = "inputs.token_embedding.weight"
+    plan["token_emb.weight"] = (tuple(ours[token_key].shape), load_as(token_key))
     if inputs.positions == "absolute":
         plan["pos_emb.emb.weight"] = ((total + 1, dim), load_as("inputs.absolute", total))
     elif inputs.positions == "fixed":
         plan["pos_emb.emb"] = ((total + 1, dim), adopt("pos_emb.emb", inputs.fixed))
     if prior.layer_rotary is not None:
-        plan["layer_pos_emb.emb"] = ((total + 1, prior.layer_rotary.shape[1]), adopt("layer_pos_emb.emb", prior.layer_rotary))
+        rotary = prior.layer_rotary
+        plan["layer_pos_emb.emb"] = ((total + 1, rotary.shape[1]), adopt("layer_pos_emb.emb", rotary))
     if inputs.spatial_mode == "learned":
         raise CheckpointError(
             "network.spatial_pos_emb is true (brainsynth's embedding of the predicted cell); the original's "
@@ -88,7 +90,8 @@ def load_original_performer(prior: PerformerPrior, state: Mapping[str, torch.Ten
         prefix = f"spatial_position_emb.{axis}."
         length = held.shape[0]
         if inputs.spatial_mode == "absolute":
-            plan[prefix + "spatial_indices_sequence"] = ((length,), same_indices(prefix + "spatial_indices_sequence", held[:, axis]))
+            indices = prefix + "spatial_indices_sequence"
+            plan[indices] = ((length,), same_indices(indices, held[:, axis]))
             plan[prefix + "emb.weight"] = ((length, dim), load_as(f"inputs.spatial.{axis}.weight"))
         else:
             plan[prefix + "emb"] = ((length, dim), adopt(prefix + "emb", inputs.spatial_fixed[axis]))
@@ -103,12 +106,16 @@ def load_original_performer(prior: PerformerPrior, state: Mapping[str, torch.Ten
             plan.update(_conditioning_entry(prior, key, value, load_as))
     unexpected = [key for key in state if key not in plan]
     if unexpected:
-        raise CheckpointError(f"unexpected key '{unexpected[0]}' in the original performer checkpoint{_more(unexpected)}; "
-                              f"the recipe's network or conditioning differs from the original's options.")
+        raise CheckpointError(
+            f"unexpected key '{unexpected[0]}' in the original performer checkpoint{_more(unexpected)}; "
+            f"the recipe's network or conditioning differs from the original's options."
+        )
     missing = [key for key in plan if key not in state]
     if missing:
-        raise CheckpointError(f"missing key '{missing[0]}' in the original performer checkpoint{_more(missing)}; "
-                              f"the recipe's network or conditioning differs from the original's options.")
+        raise CheckpointError(
+            f"missing key '{missing[0]}' in the original performer checkpoint{_more(missing)}; "
+            f"the recipe's network or conditioning differs from the original's options."
+        )
     for key, (shape, put) in plan.items():
         value = state[key]
         if not isinstance(value, torch.Tensor):
@@ -122,7 +129,9 @@ def load_original_performer(prior: PerformerPrior, state: Mapping[str, torch.Ten
         if ".proj_updater.instance." in key:  # the same tensors as layers.net.*: both copies must agree
             twin = key.replace(".proj_updater.instance.", ".net.", 1)
             if not torch.equal(loaded[key], loaded[twin]):
-                raise CheckpointError(f"original keys '{_original(key)}' and '{_original(twin)}' differ; they must be equal.")
+                raise CheckpointError(
+                    f"original keys '{_original(key)}' and '{_original(twin)}' differ; they must be equal."
+                )
     absent = [key for key in ours if key not in loaded]
     if absent:
         raise CheckpointError(f"no original tensor maps onto '{absent[0]}'{_more(absent)}.")
