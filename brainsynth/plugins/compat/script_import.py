@@ -579,8 +579,8 @@ def _network(flags: _Flags) -> dict[str, Any]:
         network["sampling_decoder"] = "recompute"
         out.note("network", "performer: the original's wrapper around performer-pytorch; its checkpoints import exactly "
                  "(brainsynth import-checkpoint). sampling_decoder: recompute re-runs the prefix for every token, as the "
-                 "original sampled, which reproduces its samples exactly; 'recurrent' does one token's work per step, "
-                 "much faster, and follows them closely but not exactly when two or more layers hold FAVOR+ heads.")
+                 "original sampled, which reproduces its samples exactly; 'recurrent' does one token's work per step "
+                 "instead and follows them closely but not exactly when two or more layers hold FAVOR+ heads.")
         return network
     if name != "xtransformer":
         raise RecipeError(f"--network={name!r}: expected xtransformer or performer.")
