@@ -98,11 +98,12 @@ def test_bad_sampling_options_are_recipe_errors():
             sample(prior, conditioning=_values(), **options)
 
 
-def test_priors_without_a_cache_sample_through_the_recomputing_decoder():
+def test_the_performer_samples_through_either_decoder():
     torch.manual_seed(0)
     prior = PerformerPrior(dim=32, depth=1, heads=2, dim_head=16, num_tokens=V, ordering=RasterScan(spatial_shape=GRID))
-    tokens = sample(prior, 2, length=8, generator=torch.Generator().manual_seed(0))
-    assert tokens.shape == (2, 8) and (tokens < V - 1).all()
+    for use_cache in (True, False):  # recurrent state, and the generic re-run of the prefix
+        tokens = sample(prior, 2, length=8, generator=torch.Generator().manual_seed(0), use_cache=use_cache)
+        assert tokens.shape == (2, 8) and (tokens < V - 1).all()
 
 
 def test_stack_conditioning_builds_a_batch():

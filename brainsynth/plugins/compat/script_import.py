@@ -576,11 +576,12 @@ def _network(flags: _Flags) -> dict[str, Any]:
             flags.drop(option, "xtransformer-only; performer ignores it")
         if flags["spatial_position_emb"] is not None:
             network["spatial_pos_emb"] = str(flags["spatial_position_emb"])  # the original's absolute / fixed tables
-        network["sampling_decoder"] = "recompute"
+        network["sampling_decoder"] = "recurrent"
         out.note("network", "performer: the original's wrapper around performer-pytorch; its checkpoints import exactly "
-                 "(brainsynth import-checkpoint). sampling_decoder: recompute re-runs the prefix for every token, as the "
-                 "original sampled, which reproduces its samples exactly; 'recurrent' does one token's work per step "
-                 "instead and follows them closely but not exactly when two or more layers hold FAVOR+ heads.")
+                 "(brainsynth import-checkpoint). sampling_decoder: recurrent does one token's work per step; "
+                 "'recompute' re-runs the prefix for every token, as the original sampled, and reproduces its samples "
+                 "bit for bit at about 50-90x the cost (they differ when two or more layers hold FAVOR+ heads, whose "
+                 "key stabiliser in performer-pytorch sees the whole prefix).")
         return network
     if name != "xtransformer":
         raise RecipeError(f"--network={name!r}: expected xtransformer or performer.")

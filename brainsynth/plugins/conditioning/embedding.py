@@ -68,6 +68,8 @@ class VariableEmbedding(nn.Module):
                 embedders.append(nn.Sequential(nn.Linear(1, dim), nn.SiLU(), nn.Linear(dim, dim)))
                 self.levels.append(None)
         self.embedders = nn.ModuleList(embedders)
+        # follows .to(device/dtype) even when every variable is tiled (no parameters to ask)
+        self.register_buffer("anchor", torch.zeros(0), persistent=False)
 
     def forward(self, values: Mapping[str, torch.Tensor]) -> torch.Tensor:
         device = self._device()
@@ -85,7 +87,7 @@ class VariableEmbedding(nn.Module):
                 if not torch.isfinite(value).all():
                     raise DataError(f"conditioning value for '{variable.column}' is not finite: {value.tolist()}.")
                 if self.continuous_embedding == "tiled":
-                    vectors.append(value[:, None].expand(-1, self.dim))
+                    vectors.append(value[:, None].to(self._dtype()).expand(-1, self.dim))
                 else:
                     vectors.append(embedder(value[:, None].to(self._dtype())))
         if self.order == "last_first":
@@ -107,11 +109,7 @@ class VariableEmbedding(nn.Module):
         return value
 
     def _device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
-        return torch.device("cpu")
+        return self.anchor.device
 
     def _dtype(self) -> torch.dtype:
-        for p in self.parameters():
-            return p.dtype
-        return torch.get_default_dtype()
+        return self.anchor.dtype
