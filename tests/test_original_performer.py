@@ -6,12 +6,11 @@ and its libraries (performer-pytorch 1.1.4, local-attention 1.11.2) in a separat
 
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
+from _original_golden import golden_state, load_io, load_manifest, one_thread  # noqa: F401  (fixture)
 
 from brainsynth.core.errors import CheckpointError
 from brainsynth.core.sampling import RecomputingDecoder, sample
@@ -19,8 +18,7 @@ from brainsynth.plugins.conditioning import BosReplacement, CrossAttend, NoCondi
 from brainsynth.plugins.orderings.raster_scan import RasterScan
 from brainsynth.plugins.transformers.performer import PerformerPrior
 
-DATA = Path(__file__).parent / "data" / "original_priors"
-MANIFEST = json.loads((DATA / "performer_manifest.json").read_text())
+MANIFEST = load_manifest("performer")
 CONFIGS = sorted(MANIFEST["configs"])
 def ordering() -> RasterScan:
     options = {k: v for k, v in MANIFEST["ordering"].items() if k != "ordering_type"}
@@ -86,13 +84,7 @@ def build(name: str, **extra) -> PerformerPrior:
 
 def original_state(name: str) -> dict[str, torch.Tensor]:
     """The network's state dict from the golden file, in either of the original's two forms."""
-    config = MANIFEST["configs"][name]
-    payload = torch.load(DATA / config["checkpoint"], weights_only=True)
-    if config["checkpoint_format"] == "state_dict":
-        assert not any(k.startswith("module.") for k in payload)
-        return payload
-    assert set(payload) >= {"network", "optimizer", "lr_scheduler", "trainer"}
-    return {k.removeprefix("module."): v for k, v in payload["network"].items()}
+    return golden_state(MANIFEST["configs"][name], trainer=True)
 
 
 def values_of(name: str, io: dict) -> dict[str, torch.Tensor] | None:
@@ -102,18 +94,9 @@ def values_of(name: str, io: dict) -> dict[str, torch.Tensor] | None:
     return {v["column"]: c[:, 0] for v, c in zip(config["variables"], io["conditioning"])}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-position steps are too small to split; on a shared 2-core machine threads only wait."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def io() -> dict:
-    return torch.load(DATA / MANIFEST["io"], weights_only=True)
+    return load_io(MANIFEST)
 
 
 @pytest.fixture(scope="module")

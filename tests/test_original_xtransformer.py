@@ -10,36 +10,24 @@ must be bit-equal (torch.equal) and the greedy samples identical.
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from _original_golden import DATA, golden_state, load_io, load_manifest, one_thread  # noqa: F401  (fixture)
 
 from brainsynth.core import plugins
 from brainsynth.core.errors import CheckpointError, RecipeError
 from brainsynth.core.sampling import sample
-from brainsynth.plugins.tokenizers.original_weights import strip_ddp_prefix
 
-DATA = Path(__file__).parent / "data" / "original_priors"
-MANIFEST = json.loads((DATA / "xtransformer_manifest.json").read_text())
+MANIFEST = load_manifest("xtransformer")
 CONFIGS = sorted(MANIFEST["configs"])
 PLACEMENTS = {"cross_attend": "cross_attend", "prepending": "prepend", "bos_replacement": "bos_replacement", "none": "none"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is fastest, and the test machine's cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def golden_io() -> dict:
-    return torch.load(DATA / MANIFEST["io"], weights_only=True)
+    return load_io(MANIFEST)
 
 
 def build(options: dict, conditioning_type: str, variables: list[dict], grid=None, vocab: int | None = None):
@@ -75,10 +63,7 @@ def values_of(config: dict, table: torch.Tensor) -> dict[str, torch.Tensor] | No
 def golden_prior(name: str):
     config = MANIFEST["configs"][name]
     prior = build(config["options"], config["conditioning_type"], config["variables"])
-    checkpoint = torch.load(DATA / config["checkpoint"], weights_only=True)
-    saved = checkpoint["network"] if config["checkpoint_format"] == "ddp_trainer" else checkpoint
-    state = {strip_ddp_prefix(key): value for key, value in saved.items()}
-    prior.load_original_state_dict(state)
+    prior.load_original_state_dict(golden_state(config))
     return prior.eval(), config
 
 
@@ -168,9 +153,7 @@ def test_new_models_compute_the_originals_buffers() -> None:
     for name in CONFIGS:
         config = MANIFEST["configs"][name]
         prior = build(config["options"], config["conditioning_type"], config["variables"])
-        checkpoint = torch.load(DATA / config["checkpoint"], weights_only=True)
-        saved = checkpoint["network"] if config["checkpoint_format"] == "ddp_trainer" else checkpoint
-        saved = {strip_ddp_prefix(key): value for key, value in saved.items()}
+        saved = golden_state(config)
         buffers = dict(prior.named_buffers())
         ours = {key: value for key, value in prior.state_dict().items() if key in buffers}  # persistent ones
         for key, value in ours.items():
@@ -182,8 +165,7 @@ def test_new_models_compute_the_originals_buffers() -> None:
 def test_state_dict_keys_are_the_originals() -> None:
     config = MANIFEST["configs"]["ukb"]
     prior = build(config["options"], config["conditioning_type"], config["variables"])
-    checkpoint = torch.load(DATA / config["checkpoint"], weights_only=True)
-    assert sorted(prior.state_dict()) == sorted(strip_ddp_prefix(k) for k in checkpoint["network"])
+    assert sorted(prior.state_dict()) == sorted(golden_state(config))
 
 
 def test_categorical_tables_load_from_the_originals_names(golden_io: dict) -> None:
@@ -194,8 +176,7 @@ def test_categorical_tables_load_from_the_originals_names(golden_io: dict) -> No
 
 
 def checkpoint_state(name: str) -> dict[str, torch.Tensor]:
-    saved = torch.load(DATA / MANIFEST["configs"][name]["checkpoint"], weights_only=True)["network"]
-    return {strip_ddp_prefix(key): value for key, value in saved.items()}
+    return golden_state(MANIFEST["configs"][name])
 
 
 @pytest.mark.parametrize(

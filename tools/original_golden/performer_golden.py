@@ -28,41 +28,36 @@ int(dim_head * ln dim_head)) and attention weights keep every file a few KB; not
 mapping or the numerics depends on the head width.
 
 Only tensors, numbers, strings, lists and dicts are saved (brainsynth reads them with
-``torch.load(weights_only=True)``).
+``torch.load(weights_only=True)``). What this script shares with xtransformer_golden.py (ordering,
+conditioning variables, command line, seeding, checkpoint forms, manifest) is in golden_common.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import json
-import sys
 import warnings
-from pathlib import Path
 
 import torch
+from golden_common import (
+    BATCH,
+    CONTINUOUS_4,
+    MIXED_3,
+    ORDERING,
+    command_line,
+    conditioning_values,
+    manifest_entry,
+    randomise_parameters,
+    save_checkpoint,
+    seeded_attempts,
+    teacher_forcing_inputs,
+    write_manifest,
+)
 
 GRID = (3, 4, 3)
 """Latent grid (h, w, d): 36 tokens; with a local window of 8 that is 5 buckets."""
 VOCAB = 16
 """Codebook size; the network's vocabulary is VOCAB + 1 (BOS = VOCAB)."""
-ORDERING = dict(
-    ordering_type="raster_scan",
-    reflected_spatial_dims=(False, False, False),
-    transpositions_axes=((2, 0, 1),),
-    rot90_axes=((0, 1),),
-    transformation_order=("rotate_90", "transpose"),
-)
-"""The published UKB/ADNI ordering (reference §4.7)."""
-BATCH = 2
 
-CONTINUOUS_4 = [{"column": f"c{i}", "kind": "continuous"} for i in range(4)]
 CONTINUOUS_3 = CONTINUOUS_4[:3]
-MIXED_3 = [
-    {"column": "c0", "kind": "continuous"},
-    {"column": "group", "kind": "categorical", "levels": 3},
-    {"column": "c2", "kind": "continuous"},
-]
 
 PUBLISHED = dict(
     n_embd=8,
@@ -154,70 +149,25 @@ def randomise(network: torch.nn.Module, generator: torch.Generator) -> None:
     """Every parameter and projection matrix gets random values; gains stay near their scale."""
     from performer_pytorch.performer_pytorch import FastAttention
 
-    for name, parameter in network.named_parameters():
-        noise = torch.randn(parameter.shape, generator=generator)
-        if name.endswith(".g"):  # ReZero / ScaleNorm gains (scalars)
-            scale = network.dim**0.5 if parameter.shape == (1,) else 1.0
-            parameter.copy_(scale * (1.0 + 0.3 * noise))
-        elif parameter.ndim == 1 and name.endswith("weight"):  # LayerNorm gains
-            parameter.copy_(1.0 + 0.3 * noise)
-        elif parameter.ndim == 1:
-            parameter.copy_(0.5 * noise)
-        else:
-            fan_in = parameter.shape[-1]
-            parameter.copy_(noise / fan_in**0.5 * 1.5)
+    # ScaleNorm's gain (shape (1,)) scales a unit-norm vector: near sqrt(dim), not 1
+    randomise_parameters(network, generator, fan_in=lambda parameter: parameter.shape[-1], scalar_gain=network.dim**0.5)
     for module in network.modules():
         if isinstance(module, FastAttention):
             module.projection_matrix.copy_(torch.randn(module.projection_matrix.shape, generator=generator))
 
 
-def conditioning_values(variables: list[dict], generator: torch.Generator) -> list[torch.Tensor]:
-    """The original's per-variable [B, 1] tensors: float for continuous, long codes for categorical."""
-    values = []
-    for v in variables:
-        if v["kind"] == "categorical":
-            values.append(torch.randint(0, v["levels"], (BATCH, 1), generator=generator))
-        else:
-            values.append(torch.randn(BATCH, 1, generator=generator))
-    return values
-
-
-def training_dict(network: torch.nn.Module, state: dict) -> dict:
-    """What the original's CheckpointSaver wrote under DDP: network, optimizer, scheduler, trainer."""
-    optimizer = torch.optim.Adam(network.parameters(), lr=5e-4)
-    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.999)
-    return {
-        "network": {f"module.{k}": v for k, v in state.items()},
-        "optimizer": optimizer.state_dict(),
-        "lr_scheduler": scheduler.state_dict(),
-        "trainer": {"epoch_length": 10, "max_epochs": 500, "iteration": 30},
-    }
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--original", required=True, type=Path, help="checkout of github.com/AmigoLab/BrainSynth")
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args()
-    sys.path.insert(0, str(args.original.resolve()))
+    args = command_line(__doc__.splitlines()[0])
     warnings.simplefilter("ignore")
-    from importlib.metadata import version
-
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
     io, manifest_configs = {}, {}
     length = int(torch.tensor(GRID).prod())
     for index, (name, config) in enumerate(CONFIGS.items()):
-        for attempt in range(50):
-            seed = 1000 * index + attempt
-            torch.manual_seed(seed)
-            generator = torch.Generator().manual_seed(seed)
+        for seed, generator in seeded_attempts(index, 50):
             network, ordering = build_original(config)
             randomise(network, generator)
             network.eval()
             projections = [b.clone() for n, b in network.named_buffers() if n.endswith("projection_matrix")]
-            tokens = torch.randint(0, VOCAB, (BATCH, length - 1), generator=generator)
-            inputs = torch.cat([torch.full((BATCH, 1), VOCAB), tokens], dim=1)
+            inputs = teacher_forcing_inputs(VOCAB, length, generator)
             conditionings = conditioning_values(config["variables"], generator)
             passed = conditionings or None
             with torch.no_grad():
@@ -231,9 +181,8 @@ def main() -> None:
         else:
             raise RuntimeError(f"{name}: every seed sampled BOS greedily")
         state = network.state_dict()  # tensors share storage (net.* and proj_updater.instance.*): saved once
-        checkpoint = dict(state) if config["bare"] else training_dict(network, state)
         file_name = f"performer_{name}.pt"
-        torch.save(checkpoint, args.out / file_name)
+        save_checkpoint(args.out / file_name, state, bare=config["bare"], clone=False, trained=network)
         order = torch.as_tensor(ordering.get_sequence_ordering().copy()).long()
         io[name] = {
             "inputs": inputs.clone(),
@@ -243,32 +192,20 @@ def main() -> None:
             "greedy_sequence": greedy.reshape(BATCH, -1)[:, order].clone(),
             "sequence_ordering": order,
         }
-        manifest_configs[name] = {
-            "checkpoint": file_name,
-            "checkpoint_format": "state_dict" if config["bare"] else "ddp_trainer",
-            "seed": seed,
-            "conditioning_type": config["conditioning_type"],
-            "variables": copy.deepcopy(config["variables"]),
-            "options": config["options"],
-        }
+        manifest_configs[name] = manifest_entry(config, file_name, seed)
         size = (args.out / file_name).stat().st_size
         print(f"{name}: seed {seed}, {sum(p.numel() for p in network.parameters())} parameters, {size} bytes")
     torch.save(io, args.out / "performer_io.pt")
-    manifest = {
-        "generator": "tools/original_golden/performer_golden.py",
-        "versions": {
-            package: version(package)
-            for package in ("torch", "performer-pytorch", "local-attention", "monai", "numpy", "einops")
-        },
-        "grid": list(GRID),
-        "vocab_size": VOCAB,
-        "batch": BATCH,
-        "ordering": {k: [list(a) for a in v] if isinstance(v, tuple) and v and isinstance(v[0], tuple) else v
-                     for k, v in ORDERING.items()},
-        "io": "performer_io.pt",
-        "configs": manifest_configs,
-    }
-    (args.out / "performer_manifest.json").write_text(json.dumps(manifest, indent=1, default=list) + "\n")
+    write_manifest(
+        args.out / "performer_manifest.json",
+        generator="tools/original_golden/performer_golden.py",
+        packages=("torch", "performer-pytorch", "local-attention", "monai", "numpy", "einops"),
+        grid=GRID,
+        vocab=VOCAB,
+        io="performer_io.pt",
+        configs=manifest_configs,
+        indent=1,
+    )
 
 
 if __name__ == "__main__":

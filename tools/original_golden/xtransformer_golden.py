@@ -26,44 +26,34 @@ original received them as K tensors [B, 1] (long for categorical ones). ``sequen
 original's ``Ordering.get_sequence_ordering()`` for the grid (the same for every configuration).
 
 Only tensors, numbers, strings, lists and dicts are saved (brainsynth reads them with
-``torch.load(weights_only=True)``).
+``torch.load(weights_only=True)``). What this script shares with performer_golden.py (ordering,
+conditioning variables, command line, seeding, checkpoint forms, manifest) is in golden_common.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
-import json
-import sys
 from pathlib import Path
 
 import torch
+from golden_common import (
+    BATCH,
+    CONTINUOUS_4,
+    MIXED_3,
+    ORDERING,
+    command_line,
+    conditioning_values,
+    manifest_entry,
+    randomise_parameters,
+    save_checkpoint,
+    seeded_attempts,
+    teacher_forcing_inputs,
+    write_manifest,
+)
 
 GRID = (2, 3, 4)
 """Latent grid (h, w, d): 24 tokens, three different sizes (so an axis mix-up shows), small files."""
 VOCAB = 8
 """Codebook size; the network's vocabulary is VOCAB + 1 (BOS = VOCAB)."""
-ORDERING = dict(
-    ordering_type="raster_scan",
-    reflected_spatial_dims=(False, False, False),
-    transpositions_axes=((2, 0, 1),),
-    rot90_axes=((0, 1),),
-    transformation_order=("rotate_90", "transpose"),
-)
-"""The published UKB/ADNI ordering (reference §4.7)."""
-BATCH = 2
-
-CONTINUOUS_4 = [
-    {"column": "c0", "kind": "continuous"},
-    {"column": "c1", "kind": "continuous"},
-    {"column": "c2", "kind": "continuous"},
-    {"column": "c3", "kind": "continuous"},
-]
-MIXED_3 = [
-    {"column": "c0", "kind": "continuous"},
-    {"column": "group", "kind": "categorical", "levels": 3},
-    {"column": "c2", "kind": "continuous"},
-]
 
 UKB = dict(
     dim=4,
@@ -191,54 +181,25 @@ def build_original(config: dict, original: Path):
     return network, ordering
 
 
-@torch.no_grad()
 def randomise(network: torch.nn.Module, generator: torch.Generator) -> None:
     """Every parameter gets random values; gains stay near 1 so activations stay well scaled."""
-    for name, parameter in network.named_parameters():
-        noise = torch.randn(parameter.shape, generator=generator)
-        if name.endswith(".g") or (parameter.ndim == 1 and name.endswith("weight")):
-            parameter.copy_(1.0 + 0.3 * noise)
-        elif parameter.ndim == 1:
-            parameter.copy_(0.5 * noise)
-        else:
-            fan_in = parameter.shape[-1] if parameter.ndim == 2 else 1
-            parameter.copy_(noise / max(fan_in, 1) ** 0.5 * 1.5)
-
-
-def conditioning_values(variables: list[dict], generator: torch.Generator) -> list[torch.Tensor]:
-    """The original's per-variable [B, 1] tensors: float for continuous, long codes for categorical."""
-    values = []
-    for v in variables:
-        if v["kind"] == "categorical":
-            values.append(torch.randint(0, v["levels"], (BATCH, 1), generator=generator))
-        else:
-            values.append(torch.randn(BATCH, 1, generator=generator))
-    return values
+    randomise_parameters(
+        network, generator, fan_in=lambda parameter: max(parameter.shape[-1] if parameter.ndim == 2 else 1, 1)
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--original", required=True, type=Path, help="checkout of github.com/AmigoLab/BrainSynth")
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args()
-    sys.path.insert(0, str(args.original.resolve()))
+    args = command_line(__doc__.splitlines()[0])
     import x_transformers  # noqa: F401  (version check below)
-    from importlib.metadata import version
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
     io, manifest_configs = {}, {}
     length = int(torch.tensor(GRID).prod())
     for index, (name, config) in enumerate(CONFIGS.items()):
-        for attempt in range(20):
-            seed = 1000 * index + attempt
-            torch.manual_seed(seed)
-            generator = torch.Generator().manual_seed(seed)
+        for seed, generator in seeded_attempts(index, 20):
             network, ordering = build_original(config, args.original)
             randomise(network, generator)
             network.eval()
-            tokens = torch.randint(0, VOCAB, (BATCH, length - 1), generator=generator)
-            inputs = torch.cat([torch.full((BATCH, 1), VOCAB), tokens], dim=1)
+            inputs = teacher_forcing_inputs(VOCAB, length, generator)
             conditionings = conditioning_values(config["variables"], generator)
             passed = conditionings if config["conditioning_type"] != "none" else None
             with torch.no_grad():
@@ -248,14 +209,8 @@ def main() -> None:
                 break  # brainsynth never samples BOS; the original could, so keep draws without it
         else:
             raise RuntimeError(f"{name}: every seed sampled BOS greedily")
-        state = network.state_dict()
-        checkpoint = (
-            {k: v.clone() for k, v in state.items()}
-            if config.get("bare")
-            else {"network": {f"module.{k}": v.clone() for k, v in state.items()}}
-        )
         file_name = f"xt_{name}.pt"
-        torch.save(checkpoint, args.out / file_name)
+        save_checkpoint(args.out / file_name, network.state_dict(), bare=config.get("bare", False), clone=True)
         io[name] = {
             "inputs": inputs.clone(),
             "conditioning": torch.cat([c.float() for c in conditionings], dim=1) if conditionings else torch.zeros(BATCH, 0),
@@ -263,31 +218,19 @@ def main() -> None:
             "greedy_grid": greedy.clone(),
         }
         sequence_ordering = torch.as_tensor(ordering.get_sequence_ordering().copy()).long()
-        manifest_configs[name] = {
-            "checkpoint": file_name,
-            "checkpoint_format": "state_dict" if config.get("bare") else "ddp_trainer",
-            "seed": seed,
-            "conditioning_type": config["conditioning_type"],
-            "variables": copy.deepcopy(config["variables"]),
-            "options": config["options"],
-        }
+        manifest_configs[name] = manifest_entry(config, file_name, seed)
         print(f"{name}: seed {seed}, {sum(p.numel() for p in network.parameters())} parameters")
     io["sequence_ordering"] = sequence_ordering
     torch.save(io, args.out / "xtransformer_io.pt")
-    manifest = {
-        "generator": "tools/original_golden/xtransformer_golden.py",
-        "versions": {
-            package: version(package) for package in ("torch", "x-transformers", "monai", "numpy", "einops")
-        },
-        "grid": list(GRID),
-        "vocab_size": VOCAB,
-        "batch": BATCH,
-        "ordering": {k: [list(a) for a in v] if isinstance(v, tuple) and v and isinstance(v[0], tuple) else v
-                     for k, v in ORDERING.items()},
-        "io": "xtransformer_io.pt",
-        "configs": manifest_configs,
-    }
-    (args.out / "xtransformer_manifest.json").write_text(json.dumps(manifest, default=list) + "\n")
+    write_manifest(
+        args.out / "xtransformer_manifest.json",
+        generator="tools/original_golden/xtransformer_golden.py",
+        packages=("torch", "x-transformers", "monai", "numpy", "einops"),
+        grid=GRID,
+        vocab=VOCAB,
+        io="xtransformer_io.pt",
+        configs=manifest_configs,
+    )
 
 
 if __name__ == "__main__":
