@@ -271,34 +271,68 @@ def test_published_scripts_dry_run_at_full_size(name, run_cli, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-def test_converted_prior_trains_an_epoch_and_samples_unedited(run_cli, tmp_path, tiny_cohort):  # noqa: F811
-    """The ADNI prior script, converted, trains and samples with only data paths and sizes set."""
+UKB_COLUMNS = ["25004-2.0", "31-0.0", "21003-2.0", "25009-2.0"]
+
+
+def published_table(path: Path, cohort: Path, dataset: str) -> list[dict[str, str]]:
+    """A conditioning table in the published form; the cohort's last subject has no row (the original skipped it)."""
+    rows = list(csv.DictReader(open(cohort / "conditioning.tsv", newline=""), delimiter="\t"))
+    oldest = max(float(r["age"]) for r in rows)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        if dataset == "adni":  # age / max age, PTGENDER 0/1, pathology 0-4 (fed as continuous)
+            writer.writerow(["age", "PTGENDER", "pathology", "subject"])
+            for i, r in enumerate(rows[:-1]):
+                writer.writerow([float(r["age"]) / oldest, r["sex"], i % 5, f"{r['subject']}.nii.gz"])
+        else:  # four normalised fields and the weight column that weighted sampling reads
+            writer.writerow([*UKB_COLUMNS, "weight", "subject"])
+            for i, r in enumerate(rows[:-1]):
+                writer.writerow([0.1 * (i % 7), r["sex"], float(r["age"]) / oldest, 0.05 * (i % 11), 1 + i % 2,
+                                 f"{r['subject']}.nii.gz"])
+    return rows
+
+
+def data_paths(cohort: Path, runs: Path) -> list[str]:
+    return ["--set", f"data.train={cohort / 'train.tsv'}", "--set", f"data.val={cohort / 'val.tsv'}",
+            "--set", f"experiment.root={runs}"]
+
+
+@pytest.mark.parametrize("dataset", ["ukb", "adni"])
+def test_converted_tokenizer_trains_an_epoch_unedited(dataset, run_cli, tmp_path, tiny_cohort):  # noqa: F811
+    """The VQ-VAE scripts, converted, train with only data paths and (for CPU speed) sizes set."""
+    result, recipe = convert(run_cli, tmp_path, f"{dataset}_vqvae", PUBLISHED[f"{dataset}_vqvae"])
+    assert result.code == 0, result
+    sizes = ["--set", "data.roi=[48, 48, 48]", "--set", "network.channels=8", "--set", "network.num_res_layers=1",
+             "--set", "network.codebook.num_embeddings=16", "--set", "discriminator.channels=4",
+             "--set", "train.epochs=1", "--set", "train.num_workers=0", "--set", "train.batch_size=2"]
+    trained = run_cli("run", str(recipe), "--mode", "train", *data_paths(tiny_cohort, tmp_path / "runs"), *sizes)
+    assert trained.code == 0, trained
+    assert (tmp_path / "runs" / f"{dataset}_vqvae" / "checkpoints" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("dataset", ["ukb", "adni"])
+def test_converted_prior_trains_an_epoch_and_samples_unedited(dataset, run_cli, tmp_path, tiny_cohort):  # noqa: F811
+    """The prior scripts, converted, train and sample with only data paths and (for CPU speed) sizes set."""
     from test_compat_checkpoint import original_model, tiny_recipe
 
     torch.save(original_model().state_dict(), tmp_path / "vqvae.pt")
-    tokenizer_recipe = tiny_recipe(tmp_path / "tok.yaml", tiny_cohort, tmp_path / "runs", name="adni_tokenizer")
+    tokenizer_recipe = tiny_recipe(tmp_path / "tok.yaml", tiny_cohort, tmp_path / "runs", name=f"{dataset}_tokenizer")
     assert run_cli("import-checkpoint", str(tmp_path / "vqvae.pt"), "--recipe", str(tokenizer_recipe), "--run").code == 0
-    table = tmp_path / "adni_conditioning.tsv"
-    rows = list(csv.DictReader(open(tiny_cohort / "conditioning.tsv", newline=""), delimiter="\t"))
-    with open(table, "w", newline="") as handle:  # the ADNI table's form: age / max age, PTGENDER 0/1, pathology 0-4
-        writer = csv.writer(handle, delimiter="\t")
-        writer.writerow(["age", "PTGENDER", "pathology", "subject"])
-        oldest = max(float(r["age"]) for r in rows)
-        for i, r in enumerate(rows[:-1]):  # the last subject has no row: the original skipped it, so does the recipe
-            writer.writerow([float(r["age"]) / oldest, r["sex"], i % 5, f"{r['subject']}.nii.gz"])
-    result, recipe = convert(run_cli, tmp_path, "adni_transformer", PUBLISHED["adni_transformer"])
+    table = tmp_path / f"{dataset}_conditioning.tsv"
+    rows = published_table(table, tiny_cohort, dataset)
+    name = f"{dataset}_transformer"
+    result, recipe = convert(run_cli, tmp_path, name, PUBLISHED[name])
     assert result.code == 0, result
     settings = [
-        "--set", f"data.train={tiny_cohort / 'train.tsv'}", "--set", f"data.val={tiny_cohort / 'val.tsv'}",
-        "--set", f"conditioning.table={table}", "--set", f"tokenizer.run={tmp_path / 'runs' / 'adni_tokenizer'}",
-        "--set", f"experiment.root={tmp_path / 'runs'}",
+        *data_paths(tiny_cohort, tmp_path / "runs"),
+        "--set", f"conditioning.table={table}", "--set", f"tokenizer.run={tmp_path / 'runs' / f'{dataset}_tokenizer'}",
         # sizes, for CPU speed
         "--set", "data.roi=[16, 24, 16]", "--set", "network.dim=8", "--set", "network.depth=1", "--set", "network.heads=1",
         "--set", "train.epochs=1", "--set", "train.num_workers=0",
     ]
     trained = run_cli("run", str(recipe), "--mode", "train", *settings)
     assert trained.code == 0, trained
-    run_dir = tmp_path / "runs" / "adni_transformer"
+    run_dir = tmp_path / "runs" / name
     assert (run_dir / "checkpoints" / "best.pt").is_file()
     sampled = run_cli("run", str(recipe), "--mode", "sample", *settings)
     assert sampled.code == 0, sampled
@@ -308,7 +342,8 @@ def test_converted_prior_trains_an_epoch_and_samples_unedited(run_cli, tmp_path,
     assert len(samples) == len(kept) >= 3  # one brain per validation subject with values
     drawn = list(csv.DictReader(open(run_dir / "samples" / "samples.csv", newline="")))
     by_subject = {f"{r['subject']}": r for r in csv.DictReader(open(table, newline=""), delimiter="\t")}
-    assert [float(d["age"]) for d in drawn] == [float(by_subject[f"{s}.nii.gz"]["age"]) for s in kept]
+    first = "age" if dataset == "adni" else UKB_COLUMNS[0]
+    assert [float(d[first]) for d in drawn] == [float(by_subject[f"{s}.nii.gz"][first]) for s in kept]
 
 
 def test_unknown_flag_is_named(run_cli, tmp_path):
