@@ -641,12 +641,20 @@ class ConditioningTable:
         return {m.column: m.cardinality for m in self.mappings if m.cardinality is not None}
 
     def to_columns(self, codes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Split codes [N, V] into ``{column: [N]}``: int64 level indices or float32 values."""
+        """Split codes [N, V] into ``{column: [N]}``: int64 level indices or float32 values.
+
+        NaN codes (a variable not given, see `encode_many(partial=True)`) stay NaN; a categorical
+        column holding any then stays float, since NaN is what marks the null rows.
+        """
         codes = torch.as_tensor(codes).reshape(-1, len(self.mappings))
-        return {
-            m.column: codes[:, i].round().long() if m.cardinality is not None else codes[:, i].float()
-            for i, m in enumerate(self.mappings)
-        }
+        columns = {}
+        for i, m in enumerate(self.mappings):
+            column = codes[:, i]
+            if m.cardinality is not None and not torch.isnan(column).any():
+                columns[m.column] = column.round().long()
+            else:
+                columns[m.column] = column.float()
+        return columns
 
     def mapping(self, column: str) -> VariableMapping:
         for m in self.mappings:
@@ -716,8 +724,10 @@ class ConditioningTable:
         """Codes of one explicit set of values (given at sample time), [V] float32."""
         return self.encode_many([values])[0]
 
-    def encode_many(self, rows: Sequence[Mapping[str, Any]]) -> torch.Tensor:
-        """Codes of explicit values, [N, V] float32; every variable must be given, no other key."""
+    def encode_many(self, rows: Sequence[Mapping[str, Any]], partial: bool = False) -> torch.Tensor:
+        """Codes of explicit values, [N, V] float32; no unknown key, and every variable given
+        unless `partial` (a prior trained with conditioning dropout), where a variable not given
+        is encoded as NaN: its null vector."""
         for row in rows:
             unknown = [k for k in row if k not in self.columns]
             if unknown:
@@ -726,12 +736,18 @@ class ConditioningTable:
                     f"The model was trained with: {', '.join(self.columns)}."
                 )
             absent = [c for c in self.columns if c not in row or _is_missing(row[c])]
-            if absent:
+            if absent and not partial:
                 raise DataError(
-                    f"no value given for conditioning variable(s) {', '.join(absent)}. "
-                    f"The model needs all of: {', '.join(self.columns)}."
+                    f"no value given for conditioning variable(s) {', '.join(absent)}. The model needs all of: "
+                    f"{', '.join(self.columns)} (it was trained without conditioning.dropout, so it has no null vectors)."
                 )
-        columns = [m.encode([row[m.column] for row in rows], where="sample-time values") for m in self.mappings]
+        columns = []
+        for m in self.mappings:
+            given = [i for i, row in enumerate(rows) if m.column in row and not _is_missing(row[m.column])]
+            column = np.full(len(rows), np.nan)
+            if given:
+                column[given] = m.encode([rows[i][m.column] for i in given], where="sample-time values")
+            columns.append(column)
         return _stack(columns, len(rows))
 
     def decode(self, codes: torch.Tensor | Sequence[float]) -> dict[str, Value]:

@@ -9,6 +9,11 @@ Conditioning turns subject variables (a dict ``{column: tensor [B]}``; continuou
 normalised floats, categorical values integer level codes) into vectors that a prior places in one
 of four ways (`Conditioning.placement`): not at all, in place of the BOS embedding, prepended in
 front of the sequence, or as the context of cross-attention.
+
+A conditioning trained with ``dropout`` has learned null vectors (`Conditioning.has_nulls`): a
+variable left out of the values, or NaN in one row (categorical codes then given as floats), takes
+its null vector. That is partial conditioning, and with every variable NaN (`null_values`) the
+unconditional branch that classifier-free guidance contrasts with.
 """
 
 from __future__ import annotations
@@ -77,6 +82,12 @@ class Conditioning(nn.Module):
         """How many vectors `forward` returns per subject (0 when it returns None)."""
         return 0
 
+    @property
+    def has_nulls(self) -> bool:
+        """True when trained with ``dropout``: learned null vectors stand in for variables not given."""
+        embed = getattr(self, "embed", None)
+        return getattr(embed, "null", None) is not None
+
     def forward(self, values: ConditioningValues | None) -> torch.Tensor | None:
         return None
 
@@ -131,10 +142,22 @@ class Prior(nn.Module):
         if self.conditioning is None or self.conditioning.placement == "none":
             return None
         if not conditioning:
+            if self.conditioning.has_nulls:
+                raise DataError(
+                    f"this prior is conditioned on {', '.join(self.conditioning.columns)}; for unconditional "
+                    "rows pass NaN values (brainsynth.core.prior.null_values)."
+                )
             raise DataError(
-                f"this prior is conditioned on {', '.join(self.conditioning.columns)}; pass their values."
+                f"this prior is conditioned on {', '.join(self.conditioning.columns)}; pass their values "
+                "(it was trained without conditioning.dropout, so it cannot sample unconditionally)."
             )
         return self.conditioning(conditioning)
+
+
+def null_values(columns: Sequence[str], batch_size: int, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+    """Values meaning "nothing given" for `batch_size` rows: NaN for every column (null vectors)."""
+    return {column: torch.full((batch_size,), float("nan"), device=device) for column in columns}
+
 
 
 def teacher_forcing_inputs(targets: torch.Tensor, bos: int) -> torch.Tensor:

@@ -4,6 +4,11 @@
 at BOS, shaped by temperature / top-k / top-p, and a token is drawn (or the arg-max taken) for the
 whole batch at once.
 
+Classifier-free guidance (`guidance_scale`) runs one decoder over 2B sequences, the given values
+for the first B and null values for the last B, and `GuidedDecoder` combines each step's two halves
+into ``null + scale * (cond - null)``; the chosen tokens feed both halves. Any prior with a decoder
+gets it, and a guided step costs one batched step of twice the rows, not two steps.
+
 `CachedDecoder` is the fast path. A prior exports its weights as a `DecoderWeights` (a pre-norm
 decoder: self-attention, optional cross-attention, feed-forward), and one step then costs one
 token's worth of work: the new token's keys/values are written into preallocated buffers, its
@@ -16,6 +21,7 @@ a matrix built once, and rotary embeddings are one small matmul with a precomput
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
@@ -23,9 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import DataError, RecipeError
+from .prior import null_values
 
 if TYPE_CHECKING:
-    from .prior import ConditioningValues, Prior
+    from .prior import ConditioningValues, Prior, TokenDecoder
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,6 +277,73 @@ class RecomputingDecoder:
         return self.prior(self.tokens, self.conditioning)[:, -1]
 
 
+class GuidedDecoder:
+    """Classifier-free guidance over a decoder of 2B rows: conditioned first, null (unconditional) last.
+
+    Each step returns ``null + scale * (cond - null)`` in float32, [B, V], and feeds the chosen
+    tokens to both halves, so both branches advance in one batched (cached) step.
+    """
+
+    def __init__(self, decoder: TokenDecoder, scale: float) -> None:
+        self.decoder = decoder
+        self.scale = float(scale)
+
+    def combine(self, logits: torch.Tensor) -> torch.Tensor:
+        conditioned, null = logits.float().chunk(2, dim=0)
+        return null + self.scale * (conditioned - null)
+
+    def start(self) -> torch.Tensor:
+        return self.combine(self.decoder.start())
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.combine(self.decoder.step(torch.cat([tokens, tokens])))
+
+
+def check_guidance(prior: Prior, guidance_scale: float) -> None:
+    """Raise a RecipeError when `guidance_scale` is not finite or the prior has no null branch."""
+    if not math.isfinite(guidance_scale):
+        raise RecipeError(f"sample.guidance_scale must be a finite number, got {guidance_scale}.")
+    if guidance_scale == 1:
+        return
+    conditioning = prior.conditioning
+    if conditioning is None or conditioning.placement == "none":
+        raise RecipeError(
+            f"sample.guidance_scale {guidance_scale}: this prior is not conditioned, so there is nothing to guide; use 1."
+        )
+    if not conditioning.has_nulls:
+        raise RecipeError(
+            f"sample.guidance_scale {guidance_scale}: this prior was trained without conditioning.dropout (no null "
+            "vectors), so it has no unconditional branch to guide against; use 1, or retrain with conditioning.dropout."
+        )
+
+
+def guided_values(
+    prior: Prior, batch_size: int, conditioning: ConditioningValues | None, guidance_scale: float
+) -> tuple[ConditioningValues | None, int, bool]:
+    """The values a decoder is built with, its number of rows, and whether the rows are doubled.
+
+    A prior with null vectors given no values samples unconditionally (NaN for every variable);
+    scale 0 is exactly that null branch, so it runs B rows, not 2B. Scale 1 is plain conditional
+    sampling. Any other scale decodes 2B rows: the given values, then the same rows with every
+    variable null, so guidance pushes toward exactly the variables that were given.
+    """
+    nulls = prior.conditioning is not None and prior.conditioning.placement != "none" and prior.conditioning.has_nulls
+    if not nulls:
+        return conditioning, batch_size, False
+    device = _device_of(prior)
+    if not conditioning or guidance_scale == 0:
+        return null_values(prior.conditioning.columns, batch_size, device), batch_size, False
+    if guidance_scale == 1:
+        return conditioning, batch_size, False
+    doubled = {}
+    for column, value in conditioning.items():
+        value = torch.as_tensor(value, device=device).reshape(-1)
+        if not torch.is_floating_point(value):
+            value = value.to(torch.float64)  # categorical codes: exact as floats, and NaN can mark the null rows
+        doubled[column] = torch.cat([value, torch.full_like(value, float("nan"))])
+    return doubled, 2 * batch_size, True
+
+
 # --------------------------------------------------------------------------------------------
 # Choosing tokens
 # --------------------------------------------------------------------------------------------
@@ -330,6 +404,7 @@ def sample(
     top_p: float | None = None,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    guidance_scale: float = 1.0,
     use_cache: bool = True,
     length: int | None = None,
     threads: int | None = None,
@@ -341,12 +416,20 @@ def sample(
     sequence length) allows a prefix for tests and benchmarks. `use_cache=False` forces the
     recomputing decoder. `progress(i)` is called after each token.
 
+    `guidance_scale` (classifier-free guidance; the prior needs null vectors, i.e. training with
+    ``conditioning.dropout``): 1 samples from the conditional model, 0 from the unconditional one
+    (null vectors), and s > 1 from logits ``null + s * (cond - null)``, both branches decoded in
+    one batch of 2B rows (see `GuidedDecoder`). Temperature, top-k/p, greedy and the generator
+    apply to the combined logits. A prior with null vectors also accepts values for only some
+    variables (the rest null) or none at all (unconditional).
+
     `threads`: torch intra-op threads while decoding (restored afterwards). By default, decoding
     on CPU with at most `SMALL_BATCH` sequences uses one thread: each step is a handful of
     matrix-vector products too small to split, and splitting them made steps 4-8x slower on a
     busy 2-core machine (benchmarks/sampling.py); otherwise torch's setting is kept.
     """
     check_sampling_options(temperature, top_k, top_p)
+    check_guidance(prior, guidance_scale)
     implied = prior.conditioning.batch_size(conditioning) if prior.conditioning is not None else None
     if batch_size is None:
         batch_size = implied if implied is not None else 1
@@ -356,7 +439,8 @@ def sample(
     if not 1 <= length <= prior.sequence_length:
         raise ValueError(f"length must be in 1..{prior.sequence_length}, got {length}")
     bos = prior.bos_token
-    if threads is None and batch_size <= SMALL_BATCH and _device_of(prior).type == "cpu":
+    values, rows, guided = guided_values(prior, batch_size, conditioning, guidance_scale)
+    if threads is None and rows <= SMALL_BATCH and _device_of(prior).type == "cpu":
         threads = 1
     was_training, previous_threads = prior.training, torch.get_num_threads()
     prior.eval()
@@ -364,7 +448,9 @@ def sample(
         if threads is not None:
             torch.set_num_threads(threads)
         with torch.inference_mode():
-            decoder = prior.decoder(batch_size, conditioning) if use_cache else RecomputingDecoder(prior, batch_size, conditioning)
+            decoder = prior.decoder(rows, values) if use_cache else RecomputingDecoder(prior, rows, values)
+            if guided:
+                decoder = GuidedDecoder(decoder, guidance_scale)
             logits = decoder.start()
             tokens = torch.empty(batch_size, length, dtype=torch.long, device=logits.device)
             for i in range(length):

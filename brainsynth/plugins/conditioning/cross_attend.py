@@ -8,7 +8,7 @@ from brainsynth.core.data import Variable
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.prior import Conditioning, ConditioningValues
 
-from .embedding import ContinuousEmbedding, VariableEmbedding, VectorOrder
+from .embedding import ContinuousEmbedding, DropoutMode, VariableEmbedding, VectorOrder
 
 
 class CrossAttend(Conditioning):
@@ -27,6 +27,8 @@ class CrossAttend(Conditioning):
         dim: int | None = None,
         table: str | None = None,
         order: VectorOrder = "listed",
+        dropout: float = 0.0,
+        dropout_mode: DropoutMode = "each",
         *,
         model_dim: int,
         num_levels: dict[str, int] | None = None,
@@ -36,7 +38,9 @@ class CrossAttend(Conditioning):
         if not self.variables:
             raise RecipeError("conditioning.variables: cross_attend needs at least one variable.")
         self.table = table
-        self.embed = VariableEmbedding(self.variables, width, continuous_embedding, num_levels, "conditioning", order)
+        self.embed = VariableEmbedding(
+            self.variables, width, continuous_embedding, num_levels, "conditioning", order, dropout, dropout_mode
+        )
 
     @property
     def num_vectors(self) -> int:

@@ -8,7 +8,7 @@ from brainsynth.core.data import Variable
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.prior import Conditioning, ConditioningValues
 
-from .embedding import ContinuousEmbedding, VariableEmbedding, VectorOrder
+from .embedding import ContinuousEmbedding, DropoutMode, VariableEmbedding, VectorOrder
 
 
 class Prepend(Conditioning):
@@ -22,6 +22,8 @@ class Prepend(Conditioning):
         continuous_embedding: ContinuousEmbedding = "mlp",
         table: str | None = None,
         order: VectorOrder = "listed",
+        dropout: float = 0.0,
+        dropout_mode: DropoutMode = "each",
         *,
         model_dim: int,
         num_levels: dict[str, int] | None = None,
@@ -30,7 +32,9 @@ class Prepend(Conditioning):
         if not self.variables:
             raise RecipeError("conditioning.variables: prepend needs at least one variable.")
         self.table = table
-        self.embed = VariableEmbedding(self.variables, model_dim, continuous_embedding, num_levels, "conditioning", order)
+        self.embed = VariableEmbedding(
+            self.variables, model_dim, continuous_embedding, num_levels, "conditioning", order, dropout, dropout_mode
+        )
 
     @property
     def num_vectors(self) -> int:

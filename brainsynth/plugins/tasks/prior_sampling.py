@@ -4,6 +4,12 @@ Samples are numbered; sample ``i`` belongs to batch ``i // batch_size``, whose r
 seeded by (seed, batch). A re-run therefore skips the batches already on disk and draws the
 others exactly as an uninterrupted run would. The settings and conditions are recorded in
 ``samples.json``; a folder holding samples of other settings is never written into.
+
+A prior trained with ``conditioning.dropout`` (null vectors) may be given only some variables
+(``values``/``grid``/``fixed`` naming a subset; the others take their null vectors) or none
+(unconditional samples), and may be sampled with ``guidance_scale`` != 1 (classifier-free
+guidance). Its ``samples.csv`` has a ``given_variables`` column naming what each sample was
+conditioned on.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import torch
 
 from brainsynth.core.errors import RecipeError, RunError
 from brainsynth.core.runner import Run
-from brainsynth.core.sampling import sample
+from brainsynth.core.sampling import check_guidance, sample
 
 from .prior_parts import PriorParts
 from .volumes import mid_slices, write_nifti, write_png
@@ -49,6 +55,9 @@ class SampleConfig:
     temperature: float = 1.0
     top_k: int | None = None
     top_p: float | None = None
+    guidance_scale: float = 1.0
+    """Classifier-free guidance: 1 plain conditional sampling, 0 the unconditional (null) branch,
+    >1 logits null + scale * (cond - null). Needs a prior trained with conditioning.dropout."""
     seed: int | None = None
     """Default: the recipe's seed."""
     output: str = "samples"
@@ -58,7 +67,12 @@ class SampleConfig:
 
 
 def sample_conditions(parts: PriorParts, config: dict[str, Any]) -> list[dict[str, Value]]:
-    """The raw conditioning values of every sample, in sample order ({} when unconditioned)."""
+    """The raw conditioning values of every sample, in sample order ({} when unconditioned).
+
+    A prior with null vectors accepts conditions naming only some variables, and none at all:
+    without values/grid/split, every sample is conditioned on `fixed` alone (unconditional
+    when `fixed` is empty too; `num_samples` of them, default 8).
+    """
     given = [key for key in ("values", "grid", "split") if config[key]]
     if not parts.conditioned:
         if given or config["fixed"]:
@@ -66,12 +80,21 @@ def sample_conditions(parts: PriorParts, config: dict[str, Any]) -> list[dict[st
                 f"sample.{(given or ['fixed'])[0]}: this prior is not conditioned; leave the sample conditions out."
             )
         return [{} for _ in range(config["num_samples"] or 8)]
-    if len(given) != 1:
+    nulls = parts.conditioning.has_nulls
+    if len(given) > 1 or (not given and not nulls):
         raise RecipeError(
             f"sample: this prior is conditioned on {', '.join(parts.conditioning.columns)}; give exactly one of "
-            f"sample.values, sample.grid or sample.split (got {', '.join(given) or 'none'})."
+            f"sample.values, sample.grid or sample.split (got {', '.join(given) or 'none'})"
+            + ("." if nulls else "; it was trained without conditioning.dropout, so it cannot sample unconditionally.")
         )
     fixed = dict(config["fixed"] or {})
+    if not given:
+        parts.table.encode_many([fixed], partial=True)  # names and values checked before sampling
+        if not fixed:
+            return [{} for _ in range(config["num_samples"] or 8)]
+        rows = [fixed for _ in range(config["samples_per_condition"])]
+        count = config["num_samples"] or len(rows)
+        return [dict(rows[i % len(rows)]) for i in range(count)]
     if config["values"]:
         rows = [{**fixed, **row} for row in config["values"]]
     elif config["grid"]:
@@ -83,7 +106,7 @@ def sample_conditions(parts: PriorParts, config: dict[str, Any]) -> list[dict[st
         rows = [table.raw_values(subject) for subject in subjects]
         if not rows:
             raise RunError(f"sample.split: no subject of '{config['split']}' has values in {parts.table_path}.")
-    parts.table.encode_many(rows)  # every variable given, every value encodable: fail before sampling
+    parts.table.encode_many(rows, partial=nulls)  # every value encodable (and every variable given without nulls): fail before sampling
     rows = [row for row in rows for _ in range(config["samples_per_condition"])]
     if config["num_samples"] is not None:
         rows = [rows[i % len(rows)] for i in range(config["num_samples"])]
@@ -92,7 +115,13 @@ def sample_conditions(parts: PriorParts, config: dict[str, Any]) -> list[dict[st
 
 def _settings(parts: PriorParts, config: dict[str, Any], seed: int, conditions: list[dict]) -> dict[str, Any]:
     keys = ("checkpoint", "batch_size", "temperature", "top_k", "top_p")
-    return {"settings": {**{k: config[k] for k in keys}, "seed": seed}, "conditions": conditions}
+    settings = {**{k: config[k] for k in keys}, "seed": seed}
+    if config["guidance_scale"] != 1:  # recorded only when used, so folders of earlier runs still match
+        settings["guidance_scale"] = float(config["guidance_scale"])
+    record: dict[str, Any] = {"settings": settings, "conditions": conditions}
+    if parts.conditioned and parts.conditioning.has_nulls:
+        record["variables"] = list(parts.conditioning.columns)
+    return record
 
 
 def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
@@ -115,10 +144,18 @@ def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
     columns = list(dict.fromkeys(c for row in record["conditions"] for c in row))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["sample", "file", *columns])
+    variables = record.get("variables")  # a prior with null vectors: say what each sample was given
+    columns = list(dict.fromkeys([*(variables or []), *columns])) if variables else columns
+    writer.writerow(["sample", "file", *columns, *([GIVEN_COLUMN] if variables else [])])
     for index, row in enumerate(record["conditions"]):
-        writer.writerow([index, f"{sample_name(index)}.nii.gz", *(row.get(c, "") for c in columns)])
+        given = [";".join(c for c in variables if c in row) or "none"] if variables else []
+        writer.writerow([index, f"{sample_name(index)}.nii.gz", *(row.get(c, "") for c in columns), *given])
     (folder / "samples.csv").write_text(buffer.getvalue())
+
+
+GIVEN_COLUMN = "given_variables"
+"""samples.csv column of a prior with null vectors: the variables a sample was conditioned on
+(``;``-separated, ``none`` when unconditional); the others took their null vectors."""
 
 
 def sample_name(index: int) -> str:
@@ -130,6 +167,10 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
     if config["batch_size"] < 1 or config["samples_per_condition"] < 1:
         raise RecipeError("sample.batch_size and sample.samples_per_condition must be at least 1.")
     seed = run.recipe["seed"] if config["seed"] is None else config["seed"]
+    try:
+        check_guidance(parts.network, float(config["guidance_scale"]))
+    except RecipeError as error:
+        raise RecipeError(f"{run.recipe.origins(('sample', 'guidance_scale'))}: {error}") from None
     conditions = sample_conditions(parts, config)
     folder = run.directory / config["output"]
     if run.dist.is_main:
@@ -156,11 +197,14 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
             generator = torch.Generator(device=run.device).manual_seed(seed * 1_000_003 + b)
             values = None
             if parts.conditioned:
-                codes = parts.table.encode_many([conditions[i] for i in indices])
-                values = parts.values(codes, run.device)
+                rows = [conditions[i] for i in indices]
+                if any(rows):  # a prior with null vectors given nothing: sample() fills in the nulls
+                    codes = parts.table.encode_many(rows, partial=parts.conditioning.has_nulls)
+                    values = parts.values(codes, run.device)
             sequences = sample(
                 parts.network, len(indices), values, temperature=config["temperature"], top_k=config["top_k"],
-                top_p=config["top_p"], generator=generator, progress=lambda _: bar.update(),
+                top_p=config["top_p"], generator=generator, guidance_scale=config["guidance_scale"],
+                progress=lambda _: bar.update(),
             )
             grids = parts.ordering.revert(sequences)
             with torch.inference_mode():
