@@ -15,7 +15,10 @@ from conftest import write_token_grids
 from brainsynth.core.checkpoint import read_checkpoint
 
 
-def recipe(tokens: Path, table: Path, root: Path, name: str, *, batch_size: int, epochs: int = 1, extra: str = "") -> str:
+def recipe(
+    tokens: Path, table: Path, root: Path, name: str, *, batch_size: int, epochs: int = 1, extra: str = "",
+    conditioning: str = "",
+) -> str:
     """A tiny conditioned prior, dropout off, SGD with momentum (so the optimizer has state)."""
     return (
         "task: transformer\n"
@@ -23,7 +26,7 @@ def recipe(tokens: Path, table: Path, root: Path, name: str, *, batch_size: int,
         "seed: 3\n"
         "device: cpu\n"
         f"data: {{name: tokens, train: {tokens / 'train'}, val: {tokens / 'val'}}}\n"
-        f"conditioning: {{name: cross_attend, table: {table}, variables: [{{column: age}}]}}\n"
+        f"conditioning: {{name: cross_attend, table: {table}, variables: [{{column: age}}]{conditioning}}}\n"
         "network: {name: xtransformer, dim: 16, depth: 2, heads: 2, attn_dim_head: 8}\n"
         "optimizer: {name: sgd, lr: 0.1, momentum: 0.9}\n"
         f"train: {{epochs: {epochs}, batch_size: {batch_size}, log_every: 1{extra}}}\n"
@@ -60,12 +63,14 @@ def test_two_ranks_of_batch_2_train_like_one_rank_of_batch_4(tmp_path, token_dat
     assert ddp["extra"]["conditioning"] == single["extra"]["conditioning"]
 
 
-def test_killed_prior_resumes_bit_identical(tmp_path, token_data, run_cli):
+@pytest.mark.parametrize("conditioning", ["", ", dropout: 0.5"], ids=["plain", "conditioning_dropout"])
+def test_killed_prior_resumes_bit_identical(tmp_path, token_data, run_cli, conditioning):
     tokens, table = token_data
     path = tmp_path / "prior.yaml"
     # 4 subjects, batch 1: 4 iterations per epoch, 5 epochs; last.pt every 3 iterations (mid-epoch too).
+    # With conditioning dropout the null masks come from torch's RNG, which the checkpoint restores.
     path.write_text(recipe(tokens, table, tmp_path / "runs", "through", batch_size=1, epochs=5,
-                           extra=", checkpoint_every: 3"))
+                           extra=", checkpoint_every: 3", conditioning=conditioning))
     assert run_cli("run", str(path)).code == 0
 
     kill_at = random.Random().randint(4, 10)
@@ -79,6 +84,7 @@ def test_killed_prior_resumes_bit_identical(tmp_path, token_data, run_cli):
     a = read_checkpoint(tmp_path / "runs" / "through" / "checkpoints" / "last.pt")
     b = read_checkpoint(killed / "checkpoints" / "last.pt")
     assert a["step"] == b["step"] == 20
+    assert ("conditioning.embed.null" in a["modules"]["network"]) == bool(conditioning)
     for key, value in a["modules"]["network"].items():
         assert torch.equal(value, b["modules"]["network"][key]), f"killed at step {kill_at}: {key} differs"
     for index, state in a["optimizers"]["network"]["state"].items():
