@@ -8,6 +8,11 @@ vocabulary 2048 + BOS, plain temperature-1 sampling without top-k):
 - x-transformers: `AutoregressiveWrapper.generate(cache_kv=True, context=...)`;
 - MONAI: `VQVAETransformerInferer.sample` with a `DecoderOnlyTransformer` (no cache).
 
+Classifier-free guidance: the same `xtransformer`, built with conditioning dropout (null
+vectors), samples the same batch of B brains unguided and with ``guidance_scale`` 3 (one
+decoder over 2B rows: the conditioned and the null branch), alternately ``--guidance-repeats``
+times; the medians give the guided cost per brain relative to the unguided one (target <= 2.2x).
+
 MONAI re-runs the whole prefix for every token, so one brain takes minutes. At batch 1 it is
 measured over the full length unless ``--tokens`` limits the run; at larger batches it is measured
 over a prefix (``--monai-prefix``) and extrapolated to the full length only if its per-token cost
@@ -22,6 +27,7 @@ faster; the probe results are printed.
 
     python benchmarks/sampling.py              # full run (~25 min on 2 cores; MONAI dominates)
     python benchmarks/sampling.py --tokens 350 # quick run
+    python benchmarks/sampling.py --tokens 350 --skip-monai   # quick, without MONAI
 
 The last line of output is one JSON object.
 """
@@ -49,13 +55,13 @@ def parameters(module: torch.nn.Module) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # brainsynth
-def build_brainsynth(spatial_bias: bool):
+def build_brainsynth(spatial_bias: bool, dropout: float = 0.0):
     from brainsynth.plugins.conditioning import CrossAttend
     from brainsynth.plugins.orderings import RasterScan
     from brainsynth.plugins.transformers.xtransformer import XTransformerPrior
 
     torch.manual_seed(0)
-    conditioning = CrossAttend([{"column": f"c{i}"} for i in range(CONTEXT)], model_dim=DIM)
+    conditioning = CrossAttend([{"column": f"c{i}"} for i in range(CONTEXT)], model_dim=DIM, dropout=dropout)
     return XTransformerPrior(
         dim=DIM, depth=DEPTH, heads=HEADS, attn_dim_head=DIM_HEAD, rotary_emb_dim=DIM_HEAD,
         spatial_rel_pos_bias=spatial_bias, num_tokens=CODES + 1,
@@ -63,16 +69,31 @@ def build_brainsynth(spatial_bias: bool):
     ).eval()
 
 
-def time_brainsynth(prior, batch: int, tokens: int) -> float:
+def time_brainsynth(prior, batch: int, tokens: int, guidance_scale: float = 1.0) -> float:
     from brainsynth.core.sampling import sample
 
     values = {f"c{i}": torch.rand(batch) for i in range(CONTEXT)}
-    sample(prior, batch, values, length=8)  # warm-up
+    sample(prior, batch, values, length=8, guidance_scale=guidance_scale)  # warm-up
     start = time.perf_counter()
-    out = sample(prior, batch, values, length=tokens, generator=torch.Generator().manual_seed(0))
+    out = sample(prior, batch, values, length=tokens, generator=torch.Generator().manual_seed(0),
+                 guidance_scale=guidance_scale)
     elapsed = time.perf_counter() - start
     assert out.shape == (batch, tokens) and (out < CODES).all()
     return elapsed
+
+
+GUIDANCE_SCALE = 3.0
+
+
+def time_guidance(prior, batch: int, tokens: int, repeats: int) -> dict:
+    """Median seconds of unguided and guided sampling of the same B brains, measured alternately."""
+    plain, guided = [], []
+    for _ in range(repeats):
+        plain.append(time_brainsynth(prior, batch, tokens))
+        guided.append(time_brainsynth(prior, batch, tokens, GUIDANCE_SCALE))
+    plain_s, guided_s = float(np.median(plain)), float(np.median(guided))
+    return {"unguided_s": plain_s, "guided_s": guided_s, "cost_ratio_per_brain": guided_s / plain_s,
+            "unguided_runs_s": plain, "guided_runs_s": guided}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +227,7 @@ def main() -> None:
     parser.add_argument("--monai-prefix", type=int, default=350, help="MONAI prefix at batch sizes > 1")
     parser.add_argument("--probe", type=int, default=64, help="tokens per thread-count probe of each peer")
     parser.add_argument("--skip-monai", action="store_true")
+    parser.add_argument("--guidance-repeats", type=int, default=3, help="alternating unguided/guided runs (median)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -214,6 +236,7 @@ def main() -> None:
     load_before = os.getloadavg()
 
     ours, ours_bias, xt = build_brainsynth(False), build_brainsynth(True), build_xtransformers()
+    ours_nulls = build_brainsynth(False, dropout=0.1)  # the same prior with null vectors, for guidance
     monai = None if args.skip_monai else build_monai()
     print(f"# sampling {tokens} of {full} tokens ({'x'.join(map(str, GRID))}), torch {torch.__version__}, "
           f"{args.threads} threads, load average before {load_before[0]:.2f}")
@@ -230,6 +253,13 @@ def main() -> None:
         seconds = time_brainsynth(ours_bias, batch, tokens)
         row["brainsynth_spatial_bias"] = batch * tokens / seconds
         print(f"batch {batch}: brainsynth + spatial bias  {seconds:8.1f} s  {row['brainsynth_spatial_bias']:8.1f} tok/s", flush=True)
+        guidance = time_guidance(ours_nulls, batch, tokens, args.guidance_repeats)
+        row["guidance"] = guidance
+        print(f"batch {batch}: brainsynth unguided        {guidance['unguided_s']:8.1f} s  "
+              f"{batch * tokens / guidance['unguided_s']:8.1f} tok/s  [median of {args.guidance_repeats}]", flush=True)
+        print(f"batch {batch}: brainsynth guided (x{GUIDANCE_SCALE:g})    {guidance['guided_s']:8.1f} s  "
+              f"{batch * tokens / guidance['guided_s']:8.1f} tok/s  [{2 * batch} rows decoded; "
+              f"{guidance['cost_ratio_per_brain']:.2f}x the unguided cost per brain]", flush=True)
         thread_options = sorted({1, args.threads})
         threads = faster_threads("x-transformers", time_xtransformers, xt, batch, args.probe, thread_options)
         seconds = with_threads(threads, time_xtransformers, xt, batch, tokens)
@@ -272,6 +302,9 @@ def main() -> None:
             line += f", vs MONAI {row['brainsynth'] / row['monai']:.1f}x"
         line += f"; with spatial bias vs x-transformers {row['brainsynth_spatial_bias'] / row['xtransformers_cached']:.2f}x"
         print(line)
+    print("guided / unguided cost per brain (target <= 2.2x):")
+    for batch in args.batch_sizes:
+        print(f"  batch {batch}: {results[f'batch_{batch}']['guidance']['cost_ratio_per_brain']:.2f}x")
     for note in notes:
         print(f"note: {note}")
     load_after = os.getloadavg()
@@ -283,6 +316,8 @@ def main() -> None:
         "threads": args.threads,
         "speedup_vs_xtransformers": round(first["brainsynth"] / first["xtransformers_cached"], 3),
         "speedup_vs_monai": round(first["brainsynth"] / first["monai"], 2) if "monai" in first else None,
+        "guidance_cost_ratio": {f"batch_{b}": round(results[f"batch_{b}"]["guidance"]["cost_ratio_per_brain"], 3)
+                                for b in args.batch_sizes},
         "load_average": [round(load_before[0], 2), round(load_after[0], 2)],
         "results": results,
         "notes": notes,
