@@ -310,7 +310,7 @@ def check_guidance(prior: Prior, guidance_scale: float) -> None:
         raise RecipeError(
             f"sample.guidance_scale {guidance_scale}: this prior is not conditioned, so there is nothing to guide; use 1."
         )
-    if not conditioning.has_nulls:
+    if not getattr(conditioning, "has_nulls", False):
         raise RecipeError(
             f"sample.guidance_scale {guidance_scale}: this prior was trained without conditioning.dropout (no null "
             "vectors), so it has no unconditional branch to guide against; use 1, or retrain with conditioning.dropout."
@@ -327,7 +327,12 @@ def guided_values(
     sampling. Any other scale decodes 2B rows: the given values, then the same rows with every
     variable null, so guidance pushes toward exactly the variables that were given.
     """
-    nulls = prior.conditioning is not None and prior.conditioning.placement != "none" and prior.conditioning.has_nulls
+    conditioning_module = prior.conditioning
+    nulls = (
+        conditioning_module is not None
+        and conditioning_module.placement != "none"
+        and getattr(conditioning_module, "has_nulls", False)
+    )
     if not nulls:
         return conditioning, batch_size, False
     device = _device_of(prior)

@@ -12,7 +12,11 @@ from .embedding import ContinuousEmbedding, DropoutMode, VariableEmbedding, Vect
 
 
 class BosReplacement(Conditioning):
-    """The embedding at position 0 (BOS) is replaced by the sum of the conditioning vectors."""
+    """The embedding at position 0 (BOS) is replaced by the sum of the conditioning vectors.
+
+    `dropout` > 0 (with `dropout_mode` ``each`` or ``all``) trains learned null vectors for
+    classifier-free guidance and partial conditioning (see `VariableEmbedding`).
+    """
 
     placement = "bos"
 

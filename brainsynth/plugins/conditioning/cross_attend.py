@@ -15,7 +15,8 @@ class CrossAttend(Conditioning):
     """One context token per variable, attended to by a cross-attention layer in every block.
 
     `dim` is the context width (default: the model width); the prior's cross-attention projects
-    it, so it may differ from the model width.
+    it, so it may differ from the model width. `dropout` > 0 (with `dropout_mode` ``each`` or
+    ``all``) trains learned null vectors for classifier-free guidance and partial conditioning.
     """
 
     placement = "context"

@@ -12,7 +12,11 @@ from .embedding import ContinuousEmbedding, DropoutMode, VariableEmbedding, Vect
 
 
 class Prepend(Conditioning):
-    """The variable vectors are placed in front of BOS (in recipe order); their outputs are dropped."""
+    """The variable vectors are placed in front of BOS (in recipe order); their outputs are dropped.
+
+    `dropout` > 0 (with `dropout_mode` ``each`` or ``all``) trains learned null vectors for
+    classifier-free guidance and partial conditioning (see `VariableEmbedding`).
+    """
 
     placement = "prepend"
 

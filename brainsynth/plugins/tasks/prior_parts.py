@@ -85,7 +85,7 @@ class PriorParts:
         parameters = sum(p.numel() for p in self.network.parameters())
         what = (
             f"conditioned on {', '.join(self.conditioning.columns)} ({self.run.recipe['conditioning']['name']}, "
-            f"table {self.table_path})"
+            f"table {self.table_path}{self._dropout()})"
             if self.conditioned
             else "unconditioned"
         )
@@ -95,6 +95,13 @@ class PriorParts:
             f"{self.run.recipe['ordering']['name']} order), vocabulary {self.num_embeddings} + BOS, {what}, "
             f"{source}, {parameters / 1e6:.2f} M parameters"
         )
+
+    def _dropout(self) -> str:
+        """How conditioning dropout trains the null vectors (empty without dropout)."""
+        embed = getattr(self.conditioning, "embed", None)
+        if not getattr(self.conditioning, "has_nulls", False) or embed is None:
+            return ""
+        return f", dropout {embed.dropout:g} ({embed.dropout_mode}): null vectors for guidance and partial conditioning"
 
     def saved_state(self) -> dict[str, Any]:
         """What a checkpoint keeps besides the weights, so sampling reads data as training did."""

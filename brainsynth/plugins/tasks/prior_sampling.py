@@ -80,7 +80,7 @@ def sample_conditions(parts: PriorParts, config: dict[str, Any]) -> list[dict[st
                 f"sample.{(given or ['fixed'])[0]}: this prior is not conditioned; leave the sample conditions out."
             )
         return [{} for _ in range(config["num_samples"] or 8)]
-    nulls = parts.conditioning.has_nulls
+    nulls = getattr(parts.conditioning, "has_nulls", False)
     if len(given) > 1 or (not given and not nulls):
         raise RecipeError(
             f"sample: this prior is conditioned on {', '.join(parts.conditioning.columns)}; give exactly one of "
@@ -119,7 +119,7 @@ def _settings(parts: PriorParts, config: dict[str, Any], seed: int, conditions: 
     if config["guidance_scale"] != 1:  # recorded only when used, so folders of earlier runs still match
         settings["guidance_scale"] = float(config["guidance_scale"])
     record: dict[str, Any] = {"settings": settings, "conditions": conditions}
-    if parts.conditioned and parts.conditioning.has_nulls:
+    if parts.conditioned and getattr(parts.conditioning, "has_nulls", False):
         record["variables"] = list(parts.conditioning.columns)
     return record
 
@@ -199,7 +199,7 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
             if parts.conditioned:
                 rows = [conditions[i] for i in indices]
                 if any(rows):  # a prior with null vectors given nothing: sample() fills in the nulls
-                    codes = parts.table.encode_many(rows, partial=parts.conditioning.has_nulls)
+                    codes = parts.table.encode_many(rows, partial=getattr(parts.conditioning, "has_nulls", False))
                     values = parts.values(codes, run.device)
             sequences = sample(
                 parts.network, len(indices), values, temperature=config["temperature"], top_k=config["top_k"],
