@@ -81,8 +81,8 @@ def test_report_references_only_files_that_exist(tmp_path, volumes):
     for link in parser.links:
         assert not Path(link).is_absolute() and (index.parent / link).is_file(), link
     pngs = sorted(link for link in parser.links if link.endswith(".png"))
-    assert pngs == ["montage_axial.png", "montage_coronal.png", "montage_sagittal.png",
-                    "morphology_brain_volume.png", "morphology_ventricular_volume.png"]
+    assert pngs == ["distribution_ventricular_volume.png", "montage_axial.png", "montage_coronal.png",
+                    "montage_sagittal.png", "morphology_brain_volume.png", "morphology_ventricular_volume.png"]
     for name in pngs:
         image = matplotlib.image.imread(index.parent / name)
         assert image.shape[0] > 200 and image[..., :3].std() > 0.05, name  # drawn, not blank

@@ -4,7 +4,7 @@ A per-volume metric is called as ``metric(reconstruction, target)`` on ``[B, C, 
 tensors and returns one value per volume; ``higher_is_better`` tells which way is better.
 
 A set metric (class attribute ``scope = "set"``: ``ms_ssim_diversity``, ``mmd``, ``fid``,
-``morphology_preservation``) compares a set of generated brains with real ones, called as
+``morphology_preservation``, ``sharpness``) compares a set of generated brains with real ones, called as
 ``metric(samples, references)`` on two `VolumeSet` (see `volume_sets`). `evaluate_samples` in
 `sample_evaluation` runs them all.
 """
@@ -19,6 +19,7 @@ from .ms_ssim import MultiScaleSSIM
 from .ms_ssim_diversity import MultiScaleSSIMDiversity
 from .mse import MeanSquaredError
 from .psnr import PeakSignalToNoiseRatio
+from .sharpness import Sharpness
 
 
 @hookimpl
@@ -31,3 +32,4 @@ def register_components(registry):
     registry.register("metric", "mmd", MaximumMeanDiscrepancy)
     registry.register("metric", "fid", FrechetDistance)
     registry.register("metric", "morphology_preservation", MorphologyPreservation)
+    registry.register("metric", "sharpness", Sharpness)

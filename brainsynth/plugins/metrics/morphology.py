@@ -210,7 +210,7 @@ def _region_offset(shape: tuple[int, int, int], affine_bytes: bytes) -> float:
     voxels = to_template[:3, :3] @ world + to_template[:3, 3:]
     image = ndimage.map_coordinates(t1, voxels, order=1, mode="constant", cval=0.0).reshape(shape)
     truth = ndimage.map_coordinates(ventricle_csf, voxels, order=1, mode="constant", cval=0.0)
-    foreground, spread = _foreground(image)
+    foreground, spread = foreground_mask(image)
     means = tissue_means(image[foreground]) if spread else None
     if means is None:
         return 0.0
@@ -225,7 +225,8 @@ def _ventricle_sum(array: np.ndarray, means: np.ndarray, region: np.ndarray) -> 
     return float(np.clip((wm_mean - array[region]) / (wm_mean - csf_mean), 0.0, 1.0).sum(dtype=np.float64))
 
 
-def _foreground(array: np.ndarray) -> tuple[np.ndarray, bool]:
+def foreground_mask(array: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The brain (step 1 of the module docstring), and whether the image has any spread at all."""
     low, high = np.percentile(array, [1, 99])
     return array > low + FOREGROUND_LEVEL * (high - low), bool(high > low)
 
@@ -247,7 +248,7 @@ def tissue_fractions(array: np.ndarray, means: np.ndarray) -> tuple[np.ndarray, 
 def tissue_contrast(image, affine: np.ndarray | torch.Tensor | None = None) -> TissueContrast | None:
     """The class means of one (sharp) image as multiples of its white-matter anchor; None if undefined."""
     array, affine = _as_array(image, affine)
-    foreground, spread = _foreground(array)
+    foreground, spread = foreground_mask(array)
     means = tissue_means(array[foreground]) if spread else None
     anchor = wm_anchor(array, affine)
     if means is None or anchor is None or anchor <= 0:
@@ -274,7 +275,7 @@ def measure_morphology(
     """
     array, affine = _as_array(image, affine)
     voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
-    foreground, spread = _foreground(array)
+    foreground, spread = foreground_mask(array)
     nan = Morphology(ventricular_volume=float("nan"), brain_volume=float("nan"))
     if not spread:
         return nan

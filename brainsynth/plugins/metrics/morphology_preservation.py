@@ -1,25 +1,40 @@
 """Morphology preservation: do generated brains have the volumes they were conditioned on?
 
 Each sample's ventricular and brain volume is measured with `measure_morphology` (the same
-estimate the data side uses) and compared with the value it was sampled with: the Spearman rank
-correlation says whether larger requested volumes give larger brains/ventricles, the
-least-squares slope of measured on conditioned says by how much (1 = one ml more asked, one ml
-more made). When the real brains carry their recorded volumes, the same numbers on them
-(``<variable>_real_spearman``, ...) show what the measurement itself reaches, the ceiling for
-the samples.
+estimate the data side uses) and compared with the value it was sampled with (keys per
+variable, e.g. ``ventricular_volume_<suffix>``):
+
+* ``spearman``: rank correlation, whether larger requested volumes give larger ones;
+* ``slope``, ``intercept``, ``mae``: the least-squares line of measured on conditioned and the
+  mean absolute error in ml (see `calibration`: 1, 0 and 0 when a ml asked is a ml made);
+* a variable held at one value over all samples has no slope or rank: it is reported as fixed,
+  ``fixed_at`` (the value), ``measured_mean``, ``measured_sd`` and ``mae``, never NaN;
+* with real brains: ``wasserstein`` (ml) between the real and sampled distributions of the
+  measured volume, ``volume_wasserstein_joint`` over all measured volumes together (see
+  `wasserstein`), and, when the real brains carry their recorded volumes, ``coverage`` (share
+  of samples inside the real brains' band at their condition, see `calibration`) and the real
+  brains' own ``real_spearman``, ``real_slope``, ``real_intercept``, ``real_mae``: what the
+  measurement itself reaches, the ceiling for the samples.
+
+Samples are measured with the tissue contrast of the real brains (`reference_contrast`):
+generated brains are blurrier, with no pure CSF left to read CSF's intensity from. Real brains
+are measured with their own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from scipy import stats
 
 from brainsynth.core.errors import DataError
 
-from .morphology import measure_morphology
+from .calibration import COVERAGE_BAND_SD, calibrate, coverage, real_band
+from .morphology import TissueContrast, measure_morphology, reference_contrast, tissue_contrast
 from .volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
+from .wasserstein import wasserstein_1d, wasserstein_joint
 
 MORPHOLOGY_VARIABLES = ("ventricular_volume", "brain_volume")
 
@@ -41,7 +56,15 @@ def agreement(conditioned: Sequence[float], measured: Sequence[float]) -> dict[s
     return result
 
 
-def _measure(volumes: VolumeSet, variables: Sequence[str]) -> list[dict]:
+def set_contrast(volumes: VolumeSet) -> TissueContrast | None:
+    """The median tissue contrast of a set of (sharp, real) brains."""
+    if volumes.affine is None:
+        return None
+    return reference_contrast([tissue_contrast(volumes.volumes[i, 0].numpy(), volumes.affine) for i in range(len(volumes))])
+
+
+def measure_set(volumes: VolumeSet, variables: Sequence[str], contrast: TissueContrast | None = None) -> list[dict]:
+    """One row per volume: ``set``, ``name``, ``conditioned_<variable>`` (when known) and ``measured_<variable>``."""
     if volumes.affine is None:
         raise DataError(
             f"morphology_preservation: the {volumes.label} volumes have no affine; give NIfTI files or the affine "
@@ -49,7 +72,7 @@ def _measure(volumes: VolumeSet, variables: Sequence[str]) -> list[dict]:
         )
     rows = []
     for index, name in enumerate(volumes.names):
-        measured = measure_morphology(volumes.volumes[index, 0].numpy(), volumes.affine).as_dict()
+        measured = measure_morphology(volumes.volumes[index, 0].numpy(), volumes.affine, contrast).as_dict()
         row = {"set": volumes.label, "name": name}
         for variable in variables:
             if volumes.conditioning is not None and variable in volumes.conditioning[index]:
@@ -59,30 +82,63 @@ def _measure(volumes: VolumeSet, variables: Sequence[str]) -> list[dict]:
     return rows
 
 
-def _summarise(rows: list[dict], variables: Sequence[str], prefix: str) -> dict[str, float]:
+def _pairs(rows: list[dict], variable: str) -> tuple[list[float], list[float]]:
+    pairs = [(r[f"conditioned_{variable}"], r[f"measured_{variable}"]) for r in rows if f"conditioned_{variable}" in r]
+    return [c for c, _ in pairs], [m for _, m in pairs]
+
+
+def summarise_calibration(rows: list[dict], variables: Sequence[str], prefix: str) -> dict[str, float]:
+    """``<variable><prefix>_<spearman|slope|intercept|mae>``, or for a fixed variable ``_fixed_at``, ``_measured_mean|sd``, ``_mae``."""
     values = {}
     for variable in variables:
-        pairs = [(r[f"conditioned_{variable}"], r[f"measured_{variable}"]) for r in rows if f"conditioned_{variable}" in r]
-        if not pairs:
+        fit = calibrate(*_pairs(rows, variable))
+        if fit is None:
             continue
-        fit = agreement(*zip(*pairs))
-        values[f"{variable}{prefix}_spearman"] = fit["spearman"]
-        values[f"{variable}{prefix}_slope"] = fit["slope"]
+        key = f"{variable}{prefix}"
+        if fit.fixed is not None:
+            values.update({f"{key}_fixed_at": fit.fixed, f"{key}_measured_mean": fit.measured_mean,
+                           f"{key}_measured_sd": fit.measured_sd})
+        else:
+            values.update({f"{key}_{name}": getattr(fit, name) for name in ("spearman", "slope", "intercept")
+                           if getattr(fit, name) is not None})
+        values[f"{key}_mae"] = fit.mae
+    return values
+
+
+def distribution_values(sample_rows: list[dict], real_rows: list[dict], variables: Sequence[str]) -> dict[str, float]:
+    """Wasserstein distances (per variable in ml, joint in real SDs) and coverage of the real band."""
+    values = {}
+    for variable in variables:
+        real = [r[f"measured_{variable}"] for r in real_rows]
+        distance = wasserstein_1d(real, [r[f"measured_{variable}"] for r in sample_rows])
+        if distance is not None:
+            values[f"{variable}_wasserstein"] = distance
+        band = real_band(*_pairs(real_rows, variable))
+        covered = coverage(band, *_pairs(sample_rows, variable)) if band is not None else None
+        if covered is not None:
+            values[f"{variable}_coverage"] = covered
+    if len(variables) > 1:
+        points = [[[r[f"measured_{v}"] for v in variables] for r in rows] for rows in (real_rows, sample_rows)]
+        joint = wasserstein_joint(np.array(points[0]), np.array(points[1]))
+        if joint is not None:
+            values["volume_wasserstein_joint"] = joint[0]
     return values
 
 
 class MorphologyPreservation:
-    """Set metric: Spearman rho and slope of measured vs conditioned ventricular and brain volume of the samples.
+    """Set metric: calibration (rho, slope, intercept, MAE; or fixed), Wasserstein and coverage of measured volumes.
 
     Args:
         variables: the conditioning variables measured on the samples (ml).
+        sample_contrast: ``real``: measure samples with the real brains' tissue contrast (blur-proof);
+            ``own``: with each sample's own tissue means, as real brains are measured.
     """
 
     name = "morphology_preservation"
     scope = SET_SCOPE
     higher_is_better = True
 
-    def __init__(self, variables: list[str] | None = None) -> None:
+    def __init__(self, variables: list[str] | None = None, sample_contrast: Literal["real", "own"] = "real") -> None:
         variables = list(MORPHOLOGY_VARIABLES) if variables is None else list(variables)
         unknown = [v for v in variables if v not in MORPHOLOGY_VARIABLES]
         if unknown:
@@ -90,7 +146,10 @@ class MorphologyPreservation:
                 f"morphology_preservation: cannot measure {', '.join(unknown)}; it measures "
                 f"{', '.join(MORPHOLOGY_VARIABLES)}."
             )
+        if sample_contrast not in ("real", "own"):
+            raise DataError(f"morphology_preservation: sample_contrast is 'real' or 'own', not {sample_contrast!r}.")
         self.variables = variables
+        self.sample_contrast = sample_contrast
 
     def __call__(self, samples: VolumeSet, references: VolumeSet | None = None) -> SetMetricResult:
         if samples.conditioning is None:
@@ -103,12 +162,26 @@ class MorphologyPreservation:
                 f"morphology_preservation: the samples' conditioning has none of {', '.join(self.variables)}; "
                 "sample with a prior conditioned on ventricular or brain volume."
             )
-        rows = _measure(samples, self.variables)
-        values = _summarise(rows, self.variables, "")
-        if references is not None and references.conditioning is not None:
-            real_rows = _measure(references, self.variables)
-            values.update(_summarise(real_rows, self.variables, "_real"))
+        contrast = set_contrast(references) if references is not None and self.sample_contrast == "real" else None
+        rows = measure_set(samples, self.variables, contrast)
+        values = summarise_calibration(rows, self.variables, "")
+        notes = {}
+        if references is not None:
+            real_rows = measure_set(references, self.variables)
+            values.update(summarise_calibration(real_rows, self.variables, "_real"))
+            values.update(distribution_values(rows, real_rows, self.variables))
+            notes["volume_distribution"] = (
+                "Wasserstein-1 (scipy.stats.wasserstein_distance, ml) between real and sampled measured volumes; joint: "
+                "exact optimal transport (linear_sum_assignment on lcm-replicated points) with each volume in real SDs; "
+                f"coverage: share of samples within the real brains' line +-{COVERAGE_BAND_SD:g} residual SDs at their "
+                "condition"
+            )
             rows += real_rows
         count = sum(1 for r in rows if r["set"] == samples.label)
-        note = f"measure_morphology on {count} samples vs their conditioning; Spearman rho (scipy) and least-squares slope"
-        return SetMetricResult(values, rows=rows, notes={"morphology_preservation": note})
+        how = "the real brains' tissue contrast" if contrast is not None else "their own tissue means"
+        notes["morphology_preservation"] = (
+            f"measure_morphology (partial-volume fractions) on {count} samples, with {how}, vs their conditioning; "
+            "Spearman rho (scipy), least-squares slope and intercept, MAE in ml; a variable with one value over all "
+            "samples is reported as fixed (fixed_at, measured mean and SD)"
+        )
+        return SetMetricResult(values, rows=rows, notes=notes)

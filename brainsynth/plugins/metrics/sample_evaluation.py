@@ -13,10 +13,13 @@ This is what a pipeline's evaluation step calls::
     )
 
 * ``summary``: metric name -> value, e.g. ``ms_ssim_diversity``, ``ms_ssim_diversity_real``,
-  ``mmd``, ``fid`` (or ``fid_random_features`` without weights), ``ventricular_volume_spearman``,
-  ``ventricular_volume_slope``, ``brain_volume_spearman``, ``brain_volume_slope`` and, with
-  `reference_conditioning`, the same on real brains (``ventricular_volume_real_spearman``, ...).
-  NaN where a number cannot be computed (e.g. fewer than 3 samples for a correlation).
+  ``mmd``, ``fid`` (or ``fid_random_features`` without weights), ``sharpness_ratio``, and per
+  measured volume ``ventricular_volume_spearman``, ``_slope``, ``_intercept``, ``_mae`` (or, for
+  a volume held fixed over the samples, ``_fixed_at``, ``_measured_mean``, ``_measured_sd``,
+  ``_mae``), ``_wasserstein``, ``volume_wasserstein_joint`` and, with `reference_conditioning`,
+  ``_coverage`` and the same calibration on real brains (``ventricular_volume_real_spearman``,
+  ...). See `morphology_preservation` and `sharpness`. NaN only where a metric cannot be
+  computed at all (e.g. MS-SSIM on too small a grid).
 * ``rows``: one dict per volume, ``set`` ("sample" or "real"), ``name``, ``conditioned_<variable>``
   and ``measured_<variable>`` (ml); the report plots them.
 * ``notes``: how each number was obtained (kernel, feature network, pair count).
@@ -40,7 +43,7 @@ from brainsynth.core.errors import RecipeError
 from .morphology_preservation import MORPHOLOGY_VARIABLES
 from .volume_sets import is_set_metric, load_volume_set
 
-DEFAULT_SET_METRICS = ("ms_ssim_diversity", "mmd", "fid", "morphology_preservation")
+DEFAULT_SET_METRICS = ("ms_ssim_diversity", "mmd", "fid", "sharpness", "morphology_preservation")
 
 
 class SampleEvaluation(NamedTuple):

@@ -40,7 +40,15 @@ import numpy as np
 
 from brainsynth.core.errors import DataError, RunError
 
-from .figures import AXES, Panel, morphology_scatter, slice_montage
+from .figures import (
+    AXES,
+    Panel,
+    morphology_scatter,
+    sharpness_strip,
+    slice_montage,
+    volume_distribution,
+    volume_joint,
+)
 
 REPORT_FILES = ("index.html", "summary.json")
 """A folder holding these is a report (and may be replaced with ``overwrite=True``)."""
@@ -55,6 +63,13 @@ METRIC_DESCRIPTIONS = {
     "mmd": "MMD^2 between samples and real brains (lower is better, 0 = same distribution)",
     "fid": "FID on MedicalNet 3D features (lower is better)",
     "fid_random_features": "Fréchet distance on RANDOM-network features: not FID, only for comparing runs here",
+    "sharpness_ratio": "samples' mean gradient magnitude inside the brain / real brains' (1 = as sharp as real, "
+                       "< 1 blurrier, > 1 sharper or noisier; closer to 1 is better)",
+    "sharpness_reconstructed_ratio": "the same ratio for real brains after the tokenizer / before (< 1: the tokenizer "
+                                     "blurs; closer to 1 is better)",
+    "volume_wasserstein_joint": "Wasserstein distance between the joint distributions of the measured volumes of "
+                                "samples and real brains, each volume in real SDs (lower is better, 0 = same "
+                                "distribution)",
 }
 VARIABLE_NAMES = {"ventricular_volume": "ventricular volume", "brain_volume": "brain volume"}
 
@@ -90,11 +105,30 @@ class ReportInputs:
 
 MORPHOLOGY_DESCRIPTIONS = {
     "spearman": "Spearman ρ of measured vs conditioned {name} over the samples (1 = same ranking)",
-    "slope": "least-squares slope of measured on conditioned {name} (1 = a ml asked is a ml made)",
+    "slope": "least-squares slope of measured on conditioned {name} (1 = a ml asked is a ml made; below 1, the "
+             "requested differences come out compressed)",
     "real_spearman": "the same ρ on real brains, recorded vs measured {name}: what the measurement reaches",
     "real_slope": "the same slope on real brains, recorded vs measured {name}",
     "reconstructed_spearman": "the same ρ on real brains after the tokenizer: the most the samples can reach ({name})",
     "reconstructed_slope": "the same slope on real brains after the tokenizer ({name})",
+    "intercept": "intercept (ml) of the least-squares line of measured on conditioned {name} (0 with slope 1 = a ml "
+                 "asked is a ml made)",
+    "mae": "mean absolute error of measured vs conditioned {name}, ml (lower is better, 0 = exact)",
+    "fixed_at": "{name} was held fixed at this value (ml) over all samples: no ρ or slope exists, see the measured "
+                "mean and SD",
+    "measured_mean": "mean measured {name} of the samples (ml), for a variable held fixed: compare with the fixed value",
+    "measured_sd": "SD of the measured {name} of the samples (ml), for a variable held fixed: the spread of what was made",
+    "wasserstein": "Wasserstein distance between the measured {name} of real brains and of samples, ml (lower is "
+                   "better, 0 = same distribution)",
+    "coverage": "share of samples whose measured {name} lies in the real brains' band at their condition (real "
+                "line ± 2 residual SDs; about 0.95 for real brains, higher is better up to that)",
+    "real_intercept": "the same intercept on real brains, recorded vs measured {name} (ml)",
+    "real_mae": "the same MAE on real brains, recorded vs measured {name}: the measurement's own error (ml)",
+    "reconstructed_intercept": "the same intercept on real brains after the tokenizer ({name}, ml)",
+    "reconstructed_mae": "the same MAE on real brains after the tokenizer ({name}, ml)",
+    "reconstructed_fixed_at": "the real brains all share this recorded {name} (ml)",
+    "reconstructed_measured_mean": "mean measured {name} of the real brains after the tokenizer (ml)",
+    "reconstructed_measured_sd": "SD of the measured {name} of the real brains after the tokenizer (ml)",
 }
 """Per-variable morphology keys (``<variable>_<suffix>``) and what they are."""
 
@@ -162,8 +196,12 @@ def _sample_panels(inputs: ReportInputs) -> list[Panel]:
     return panels
 
 
-def _figures(folder: Path, inputs: ReportInputs) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """Write the PNGs; return (montage file, caption) and (scatter file, caption) lists."""
+Section = tuple[str, list[tuple[str, str]]]
+"""A heading of the page and its (PNG file, caption) figures."""
+
+
+def _figures(folder: Path, inputs: ReportInputs) -> list[Section]:
+    """Write the PNGs; return the page's figure sections (empty ones left out)."""
     count = inputs.montage_columns
     groups = [
         ("real", [Panel(Path(p)) for p in inputs.real[:count]]),
@@ -177,12 +215,27 @@ def _figures(folder: Path, inputs: ReportInputs) -> tuple[list[tuple[str, str]],
             name = f"montage_{view}.png"
             slice_montage(groups, view, folder / name, title=f"{shown}: {view} mid-slices")
             montages.append((name, f"{view.capitalize()} mid-slices: {shown}."))
-    scatters = []
+    rows = list(inputs.morphology)
+    scatters, distributions = [], []
     for variable, label in VARIABLE_NAMES.items():
         name = f"morphology_{variable}.png"
-        if morphology_scatter(list(inputs.morphology), variable, folder / name) is not None:
-            scatters.append((name, f"Measured vs conditioned {label}; dashed: identity, red: least-squares fit."))
-    return montages, scatters
+        if morphology_scatter(rows, variable, folder / name) is not None:
+            scatters.append((name, f"Calibration of {label}: measured vs conditioned; dashed: identity, red: least-squares "
+                                   "fit of the samples, green band: real brains' line ± 2 residual SDs (coverage)."))
+        name = f"distribution_{variable}.png"
+        if volume_distribution(rows, variable, folder / name) is not None:
+            distributions.append((name, f"Measured {label} of real brains and samples: histograms and kernel densities."))
+    if volume_joint(rows, list(VARIABLE_NAMES), folder / "distribution_joint.png") is not None:
+        distributions.append(("distribution_joint.png", "Measured ventricular against brain volume, real and sampled."))
+    sharpness = []
+    if sharpness_strip(rows, folder / "sharpness.png") is not None:
+        sharpness.append(("sharpness.png", "Each volume's mean gradient magnitude inside the brain; blur lowers it."))
+    return [
+        ("Real, reconstructed and sampled brains", montages),
+        ("Morphology: conditioned vs measured volume", scatters),
+        ("Distributions of measured volumes", distributions),
+        ("Sharpness", sharpness),
+    ]
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -198,15 +251,16 @@ def _morphology_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _markdown(inputs: ReportInputs, montages, scatters, files: list[str]) -> str:
+def _markdown(inputs: ReportInputs, sections: list[Section], files: list[str]) -> str:
     lines = [f"# {inputs.title}", "", "| metric | value | what it is |", "|---|---|---|"]
     lines += [f"| `{key}` | {_shown(value)} | {describe_metric(key)} |" for key, value in inputs.metrics.items()]
     if inputs.notes:
         lines += ["", "How the numbers were obtained:", ""]
         lines += [f"- `{key}`: {note}" for key, note in inputs.notes.items()]
-    if montages or scatters:
-        lines += ["", "## Figures", ""]
-        lines += [f"![{caption}]({name})" for name, caption in [*montages, *scatters]]
+    for heading, figures in sections:
+        if figures:
+            lines += ["", f"## {heading}", ""]
+            lines += [f"![{caption}]({name})" for name, caption in figures]
     lines += ["", "Files: " + ", ".join(f"[{name}]({name})" for name in files), ""]
     return "\n".join(lines)
 
@@ -223,7 +277,7 @@ pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 """
 
 
-def _html(inputs: ReportInputs, montages, scatters, files: list[str]) -> str:
+def _html(inputs: ReportInputs, sections: list[Section], files: list[str]) -> str:
     e = html.escape
     rows = "\n".join(
         f"<tr><td><code>{e(key)}</code></td><td class=value>{e(_shown(value))}</td><td>{e(describe_metric(key))}</td></tr>"
@@ -240,17 +294,14 @@ def _html(inputs: ReportInputs, montages, scatters, files: list[str]) -> str:
         parts.append("<p>How the numbers were obtained:</p><ul>")
         parts += [f"<li><code>{e(key)}</code>: {e(note)}</li>" for key, note in inputs.notes.items()]
         parts.append("</ul>")
-    if montages:
-        parts.append("<h2>Real, reconstructed and sampled brains</h2>")
+    for heading, figures in sections:
+        if not figures:
+            continue
+        parts.append(f"<h2>{e(heading)}</h2>")
+        kind = "" if figures[0][0].startswith("montage_") else " class=scatter"
         parts += [
-            f'<figure><img src="{e(name)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
-            for name, caption in montages
-        ]
-    if scatters:
-        parts.append("<h2>Morphology: conditioned vs measured volume</h2>")
-        parts += [
-            f'<figure class=scatter><img src="{e(name)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
-            for name, caption in scatters
+            f'<figure{kind}><img src="{e(name)}" alt="{e(caption)}"><figcaption>{e(caption)}</figcaption></figure>'
+            for name, caption in figures
         ]
     if inputs.recipe_text:
         parts += ["<h2>Recipe</h2>", f"<pre><code>{e(inputs.recipe_text)}</code></pre>"]
@@ -299,7 +350,7 @@ def write_report(out_dir: str | os.PathLike, inputs: ReportInputs, overwrite: bo
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        montages, scatters = _figures(staging, inputs)
+        sections = _figures(staging, inputs)
         summary = {key: _number(value) for key, value in inputs.metrics.items()}
         _write_text(staging / "summary.json", json.dumps(summary, indent=2) + "\n")
         files = ["summary.json", "summary.md"]
@@ -309,8 +360,8 @@ def write_report(out_dir: str | os.PathLike, inputs: ReportInputs, overwrite: bo
         if inputs.morphology:
             _write_text(staging / "morphology.csv", _morphology_csv(inputs.morphology))
             files.append("morphology.csv")
-        _write_text(staging / "summary.md", _markdown(inputs, montages, scatters, files))
-        _write_text(staging / "index.html", _html(inputs, montages, scatters, files))
+        _write_text(staging / "summary.md", _markdown(inputs, sections, files))
+        _write_text(staging / "index.html", _html(inputs, sections, files))
         _place(staging, folder, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -9,9 +9,12 @@ per volume), ``notes.json`` (how each number was obtained), ``files.json`` (the 
 and the real brains used, as NIfTI.
 
 The real brains are also passed through the tokenizer (encode, quantise, decode) and their
-volumes measured again (``<variable>_reconstructed_spearman``, ``..._slope``): the morphology
+volumes measured again, with the real brains' tissue contrast as the samples are
+(``<variable>_reconstructed_spearman``, ``_slope``, ``_intercept``, ``_mae``): the morphology
 the tokenizer keeps is all the prior can condition, so this is the ceiling of the samples' ρ,
-and it tells a weak tokenizer from a weak prior.
+and it tells a weak tokenizer from a weak prior. ``sharpness_reconstructed_ratio`` is the
+reconstructions' mean gradient magnitude inside the brain over the real brains' (see
+`sharpness`): below 1, the tokenizer blurs.
 """
 
 from __future__ import annotations
@@ -26,9 +29,15 @@ import torch
 
 from brainsynth.core.errors import DataError, RunError
 from brainsynth.core.runner import Run
-from brainsynth.plugins.metrics.morphology_preservation import MorphologyPreservation
+from brainsynth.plugins.metrics.morphology_preservation import (
+    MorphologyPreservation,
+    measure_set,
+    set_contrast,
+    summarise_calibration,
+)
 from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
-from brainsynth.plugins.metrics.volume_sets import load_volume_set
+from brainsynth.plugins.metrics.sharpness import set_sharpness, sharpness_ratio
+from brainsynth.plugins.metrics.volume_sets import SetMetricResult, load_volume_set
 
 from .prior_parts import PriorParts
 from .volumes import write_nifti
@@ -101,15 +110,11 @@ def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dic
         reference_conditioning=reference_conditioning or None, sample_names=[f.name.split(".")[0] for f in files],
         reference_names=names, metrics=config["metrics"], registry=run.registry, log=run.say,
     )
-    kept = _morphology_kept(reconstructed, reference_conditioning, names)
-    if kept is not None:
-        summary.update(kept.values)
-        rows = [*rows, *kept.rows]
-        notes["morphology_reconstructed"] = (
-            f"measure_morphology on the {len(reconstructed)} real brains after encode-quantise-decode by the tokenizer "
-            "vs their table values: the ceiling of the samples' rho"
-        )
-        run.say("through the tokenizer: " + ", ".join(f"{k} {v:.4g}" for k, v in kept.values.items()))
+    kept = _through_tokenizer(references, reconstructed, reference_conditioning, names)
+    summary.update(kept.values)
+    rows = [*rows, *kept.rows]
+    notes.update(kept.notes)
+    run.say("through the tokenizer: " + ", ".join(f"{k} {v:.4g}" for k, v in kept.values.items()))
     folder = run.directory / EVALUATION_FOLDER
     (folder / "rows.json").write_text(json.dumps(rows, indent=1, default=float))
     (folder / "notes.json").write_text(json.dumps(notes, indent=1))
@@ -120,13 +125,26 @@ def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dic
     return {**summary, "samples": len(files), "real": len(references)}
 
 
-def _morphology_kept(reconstructed: list[Path], conditioning: list[dict], names: list[str]):
-    """Morphology of the real brains after the tokenizer vs their table values (None without volumes)."""
+def _through_tokenizer(references: list[Path], reconstructed: list[Path], conditioning: list[dict],
+                       names: list[str]) -> SetMetricResult:
+    """Sharpness of the real brains after the tokenizer, and their morphology vs their table values."""
+    real = load_volume_set(references, label="real", names=names)
+    volumes = load_volume_set(reconstructed, label="reconstructed", conditioning=conditioning or None, names=names)
+    sharpness = set_sharpness(volumes)
+    values = {"sharpness_reconstructed_ratio": sharpness_ratio(sharpness, set_sharpness(real))}
+    rows = [{"set": "reconstructed", "name": n, "sharpness": float(v)} for n, v in zip(names, sharpness)]
+    notes = {"sharpness_reconstructed_ratio": "mean gradient magnitude inside the brain, real brains after the "
+             "tokenizer / the same brains before: 1 = as sharp, < 1 blurred by the tokenizer"}
     variables = [v for v in MorphologyPreservation().variables if any(v in row for row in conditioning)]
-    if not variables or len(reconstructed) < 2:
-        return None
-    volumes = load_volume_set(reconstructed, label="reconstructed", conditioning=conditioning, names=names)
-    result = MorphologyPreservation(variables)(volumes)
-    values = {key.replace("_spearman", "_reconstructed_spearman").replace("_slope", "_reconstructed_slope"): value
-              for key, value in result.values.items()}
-    return dataclasses.replace(result, values=values)
+    if variables and len(reconstructed) >= 2:
+        measured = measure_set(volumes, variables, set_contrast(real))
+        for row, extra in zip(rows, measured):
+            row.update(extra)
+        values.update({key.replace(variable, f"{variable}_reconstructed", 1): value
+                       for variable in variables
+                       for key, value in summarise_calibration(measured, [variable], "").items()})
+        notes["morphology_reconstructed"] = (
+            f"measure_morphology on the {len(reconstructed)} real brains after encode-quantise-decode by the tokenizer "
+            "(with the real brains' tissue contrast) vs their table values: the ceiling of the samples' rho"
+        )
+    return SetMetricResult(values, rows=rows, notes=notes)

@@ -1,0 +1,104 @@
+"""Calibration of measured against conditioned values, and coverage of the real cohort's spread.
+
+Rank correlation says whether a larger condition gives a larger brain structure; it says
+nothing about how large. Calibration does: the least-squares line ``measured = intercept +
+slope * conditioned`` (slope 1 and intercept 0 when a ml asked is a ml made) and the mean
+absolute error in ml. A variable held at one value over all samples has no slope: it is
+reported as *fixed*, with the value it was fixed at and the measured mean and spread, never as
+NaN.
+
+Coverage asks whether each sample is a brain that could exist at its condition. The real
+brains give the spread at a condition: their own calibration line (measured on recorded) plus or
+minus `COVERAGE_BAND_SD` standard deviations of their residuals about it. A sample is covered
+when its measured value falls inside that band at the value it was conditioned on. For normal
+residuals about 95 % of real brains are covered, so a coverage near 0.95 is the target and lower
+is worse (a perfect model also reads about 0.95, not 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+COVERAGE_BAND_SD = 2.0
+"""Half-width of the real brains' band about their calibration line, in SDs of their residuals."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """Measured against conditioned values of one variable (ml).
+
+    ``fixed`` holds the conditioned value when every pair shares it (then slope, intercept and
+    Spearman are None); ``mae`` and the measured mean and SD are always defined with 1+ pair.
+    """
+
+    count: int
+    mae: float
+    measured_mean: float
+    measured_sd: float
+    fixed: float | None = None
+    slope: float | None = None
+    intercept: float | None = None
+    spearman: float | None = None
+
+
+def finite_pairs(conditioned: Sequence[float], measured: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs where both values are finite numbers."""
+    c = np.asarray(conditioned, dtype=np.float64)
+    m = np.asarray(measured, dtype=np.float64)
+    keep = np.isfinite(c) & np.isfinite(m)
+    return c[keep], m[keep]
+
+
+def calibrate(conditioned: Sequence[float], measured: Sequence[float]) -> Calibration | None:
+    """Calibration of the finite pairs; None without any. Fixed when all conditioned values are equal."""
+    c, m = finite_pairs(conditioned, measured)
+    if c.size == 0:
+        return None
+    common = dict(
+        count=int(c.size), mae=float(np.mean(np.abs(m - c))), measured_mean=float(m.mean()),
+        measured_sd=float(m.std(ddof=1)) if m.size > 1 else 0.0,
+    )
+    if np.ptp(c) == 0:
+        return Calibration(**common, fixed=float(c[0]))
+    if c.size < 2:
+        return Calibration(**common)
+    slope, intercept = np.polyfit(c, m, 1)
+    spearman = float(stats.spearmanr(c, m).statistic) if c.size >= 3 and np.ptp(m) > 0 else None
+    return Calibration(**common, slope=float(slope), intercept=float(intercept), spearman=spearman)
+
+
+@dataclasses.dataclass(frozen=True)
+class Band:
+    """The real brains' spread at a condition: ``intercept + slope * c`` plus or minus ``half_width``."""
+
+    slope: float
+    intercept: float
+    half_width: float
+
+    def bounds(self, conditioned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        centre = self.intercept + self.slope * np.asarray(conditioned, dtype=np.float64)
+        return centre - self.half_width, centre + self.half_width
+
+
+def real_band(recorded: Sequence[float], measured: Sequence[float], width_sd: float = COVERAGE_BAND_SD) -> Band | None:
+    """The band of the real brains (their line, ± `width_sd` residual SDs); None with fewer than 3 pairs or one value."""
+    c, m = finite_pairs(recorded, measured)
+    if c.size < 3 or np.ptp(c) == 0:
+        return None
+    slope, intercept = np.polyfit(c, m, 1)
+    residuals = m - (intercept + slope * c)
+    sd = float(np.sqrt((residuals**2).sum() / (c.size - 2)))  # two parameters were fitted
+    return Band(slope=float(slope), intercept=float(intercept), half_width=width_sd * sd)
+
+
+def coverage(band: Band, conditioned: Sequence[float], measured: Sequence[float]) -> float | None:
+    """Share of the finite (conditioned, measured) pairs whose measurement lies inside `band`."""
+    c, m = finite_pairs(conditioned, measured)
+    if c.size == 0:
+        return None
+    low, high = band.bounds(c)
+    return float(np.mean((m >= low) & (m <= high)))
