@@ -305,6 +305,12 @@ def test_trained_with_dropout_samples_guided_partial_and_unconditional(runs, run
     rows = list(csv.DictReader(open(root / "guided" / "fixed" / "samples.csv")))
     assert [(r["age"], r["given_variables"]) for r in rows] == [("70", "age")]
 
+    result = run_cli("run", path, "--mode", "sample", "--set", "sample.grid={age: [50, 80]}", "--set", "sample.fixed={sex: 0}",
+                     "--set", "sample.guidance_scale=1.5", "--set", "sample.output=grid")
+    assert result.code == 0, result
+    rows = list(csv.DictReader(open(root / "guided" / "grid" / "samples.csv")))
+    assert [(r["age"], r["sex"], r["given_variables"]) for r in rows] == [("50", "0", "age;sex"), ("80", "0", "age;sex")]
+
     result = run_cli("run", path, "--mode", "sample", "--set", "sample.values=[{agee: 60}]", "--set", "sample.output=typo")
     assert result.code == 2 and "unknown conditioning variable 'agee'" in result.err
 

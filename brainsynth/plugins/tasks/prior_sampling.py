@@ -106,7 +106,8 @@ def sample_conditions(parts: PriorParts, config: dict[str, Any]) -> list[dict[st
         rows = [table.raw_values(subject) for subject in subjects]
         if not rows:
             raise RunError(f"sample.split: no subject of '{config['split']}' has values in {parts.table_path}.")
-    parts.table.encode_many(rows, partial=nulls)  # every value encodable (and every variable given without nulls): fail before sampling
+    # every value encodable (and, without null vectors, every variable given): fail before sampling
+    parts.table.encode_many(rows, partial=nulls)
     rows = [row for row in rows for _ in range(config["samples_per_condition"])]
     if config["num_samples"] is not None:
         rows = [rows[i % len(rows)] for i in range(config["num_samples"])]
@@ -172,6 +173,8 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
     except RecipeError as error:
         raise RecipeError(f"{run.recipe.origins(('sample', 'guidance_scale'))}: {error}") from None
     conditions = sample_conditions(parts, config)
+    if config["guidance_scale"] == 0 and any(conditions):
+        run.say("sample: guidance_scale 0 draws from the unconditional (null) branch; the given values are not used.")
     folder = run.directory / config["output"]
     if run.dist.is_main:
         _claim_folder(folder, _settings(parts, config, seed, conditions))
