@@ -60,6 +60,15 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path, run_cli, tiny_cohort): 
     real = sorted(p.name for p in (run_dir / "prior" / "evaluation" / "real").glob("*.nii.gz"))
     through = sorted(p.name for p in (run_dir / "prior" / "evaluation" / "reconstructed").glob("*.nii.gz"))
     assert real and through == real
+    # calibrated and distribution metrics; brain volume is held fixed by the demo's grid: reported as fixed, not NaN
+    assert summary["brain_volume_fixed_at"] == 1550 and "brain_volume_spearman" not in summary
+    for key in ("ventricular_volume_intercept", "ventricular_volume_mae", "ventricular_volume_wasserstein",
+                "volume_wasserstein_joint", "ventricular_volume_coverage", "sharpness_ratio",
+                "sharpness_reconstructed_ratio", "brain_volume_measured_mean", "brain_volume_mae"):
+        assert key in summary, key
+    assert summary["sharpness_reconstructed_ratio"] > 0 and summary["sharpness_ratio"] > 0
+    for name in ("distribution_ventricular_volume.png", "distribution_joint.png", "sharpness.png"):
+        assert (run_dir / "report" / name).is_file(), name
     html = (run_dir / "report" / "index.html").read_text()
     for name in re.findall(r'(?:src|href)="([^"#:]+)"', html):
         assert (run_dir / "report" / name).is_file(), name

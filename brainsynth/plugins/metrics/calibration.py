@@ -31,8 +31,9 @@ COVERAGE_BAND_SD = 2.0
 class Calibration:
     """Measured against conditioned values of one variable (ml).
 
-    ``fixed`` holds the conditioned value when every pair shares it (then slope, intercept and
-    Spearman are None); ``mae`` and the measured mean and SD are always defined with 1+ pair.
+    ``fixed`` holds the conditioned value when every sample was conditioned on it; slope,
+    intercept and Spearman are then not computed (None). Otherwise they are NaN only where the
+    measurements cannot give them (fewer than 2 or 3 finite pairs, or one measured value).
     """
 
     count: int
@@ -54,21 +55,29 @@ def finite_pairs(conditioned: Sequence[float], measured: Sequence[float]) -> tup
 
 
 def calibrate(conditioned: Sequence[float], measured: Sequence[float]) -> Calibration | None:
-    """Calibration of the finite pairs; None without any. Fixed when all conditioned values are equal."""
-    c, m = finite_pairs(conditioned, measured)
-    if c.size == 0:
+    """Calibration of the pairs; None without any finite conditioned value.
+
+    Whether the variable is fixed is decided on the conditioned values alone, so a failed
+    measurement never turns a fixed variable into a NaN correlation.
+    """
+    asked = np.asarray(conditioned, dtype=np.float64)
+    asked = asked[np.isfinite(asked)]
+    if asked.size == 0:
         return None
+    c, m = finite_pairs(conditioned, measured)
+    nan = float("nan")
     common = dict(
-        count=int(c.size), mae=float(np.mean(np.abs(m - c))), measured_mean=float(m.mean()),
-        measured_sd=float(m.std(ddof=1)) if m.size > 1 else 0.0,
+        count=int(c.size), mae=float(np.mean(np.abs(m - c))) if c.size else nan,
+        measured_mean=float(m.mean()) if m.size else nan, measured_sd=float(m.std(ddof=1)) if m.size > 1 else nan,
     )
-    if np.ptp(c) == 0:
-        return Calibration(**common, fixed=float(c[0]))
-    if c.size < 2:
-        return Calibration(**common)
-    slope, intercept = np.polyfit(c, m, 1)
-    spearman = float(stats.spearmanr(c, m).statistic) if c.size >= 3 and np.ptp(m) > 0 else None
-    return Calibration(**common, slope=float(slope), intercept=float(intercept), spearman=spearman)
+    if np.ptp(asked) == 0:
+        return Calibration(**common, fixed=float(asked[0]))
+    slope = intercept = spearman = nan
+    if c.size >= 2 and np.ptp(c) > 0:
+        slope, intercept = (float(v) for v in np.polyfit(c, m, 1))
+    if c.size >= 3 and np.ptp(c) > 0 and np.ptp(m) > 0:
+        spearman = float(stats.spearmanr(c, m).statistic)
+    return Calibration(**common, slope=slope, intercept=intercept, spearman=spearman)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -99,8 +99,7 @@ def summarise_calibration(rows: list[dict], variables: Sequence[str], prefix: st
             values.update({f"{key}_fixed_at": fit.fixed, f"{key}_measured_mean": fit.measured_mean,
                            f"{key}_measured_sd": fit.measured_sd})
         else:
-            values.update({f"{key}_{name}": getattr(fit, name) for name in ("spearman", "slope", "intercept")
-                           if getattr(fit, name) is not None})
+            values.update({f"{key}_{name}": getattr(fit, name) for name in ("spearman", "slope", "intercept")})
         values[f"{key}_mae"] = fit.mae
     return values
 

@@ -142,17 +142,15 @@ def morphology_scatter(rows: Sequence[dict], variable: str, path: Path) -> Path 
     if fit is None:
         title = f"{name}: no finite measurement"
     elif fit.fixed is not None:
-        title = (f"{name}: fixed at {fit.fixed:.4g} ml; measured {fit.measured_mean:.4g} ± {fit.measured_sd:.2g} ml "
-                 f"(n = {fit.count})")
+        title = (f"{name} held fixed at {fit.fixed:.4g} ml (n = {fit.count})\n"
+                 f"measured {fit.measured_mean:.4g} ± {fit.measured_sd:.2g} ml (mean ± SD), MAE {fit.mae:.3g} ml")
     else:
-        if fit.slope is not None:
+        if np.isfinite(fit.slope):
             keep = np.isfinite(samples).all(axis=1)
             xs = np.array([samples[keep, 0].min(), samples[keep, 0].max()])
             ax.plot(xs, fit.slope * xs + fit.intercept, color="tab:red", lw=1.5, label="least-squares fit (samples)")
-        rho = "n/a" if fit.spearman is None else f"{fit.spearman:.2f}"
-        slope = "n/a" if fit.slope is None else f"{fit.slope:.2f}"
-        intercept = "n/a" if fit.intercept is None else f"{fit.intercept:.3g}"
-        title = f"{name}: ρ {rho}, slope {slope}, intercept {intercept} ml, MAE {fit.mae:.3g} ml (n = {fit.count})"
+        rho, slope, intercept = (f"{v:.3g}" if np.isfinite(v) else "n/a" for v in (fit.spearman, fit.slope, fit.intercept))
+        title = f"{name} (n = {fit.count})\nρ {rho}, slope {slope}, intercept {intercept} ml, MAE {fit.mae:.3g} ml"
     ax.set_title(title, fontsize=9)
     ax.set_xlabel(f"conditioned {name.lower()} (ml)")
     ax.set_ylabel(f"measured {name.lower()} (ml)")
