@@ -138,3 +138,10 @@ def test_evaluate_samples_has_the_calibrated_metrics_by_default(tiny_cohort):  #
     assert "brain_volume_fixed_at" in summary and not any(np.isnan(v) for v in summary.values())
     assert json.dumps(summary, allow_nan=False)
     assert all("sharpness" in row for row in rows)
+
+
+def test_unconditioned_samples_still_get_the_distribution_numbers(tiny_cohort):  # noqa: F811
+    paths = sorted((tiny_cohort / "images").glob("*.nii.gz"))
+    summary, _, _ = evaluate_samples(paths[:5], paths[5:10], None, metrics=[{"name": "morphology_preservation"}])
+    assert set(summary) == {"ventricular_volume_wasserstein", "brain_volume_wasserstein", "volume_wasserstein_joint"}
+    assert all(np.isfinite(v) and v > 0 for v in summary.values())

@@ -4,8 +4,8 @@ A per-volume metric is called as ``metric(reconstruction, target)`` on ``[B, C, 
 tensors and returns one value per volume; ``higher_is_better`` tells which way is better.
 
 A set metric (class attribute ``scope = "set"``: ``ms_ssim_diversity``, ``mmd``, ``fid``,
-``morphology_preservation``, ``sharpness``) compares a set of generated brains with real ones, called as
-``metric(samples, references)`` on two `VolumeSet` (see `volume_sets`). `evaluate_samples` in
+``sharpness``, ``morphology_preservation``) compares a set of generated brains with real ones,
+called as ``metric(samples, references)`` on two `VolumeSet` (see `volume_sets`). `evaluate_samples` in
 `sample_evaluation` runs them all.
 """
 

@@ -16,7 +16,8 @@ variable, e.g. ``ventricular_volume_<suffix>``):
   brains' own ``real_spearman``, ``real_slope``, ``real_intercept``, ``real_mae``: what the
   measurement itself reaches, the ceiling for the samples.
 
-Samples are measured with the tissue contrast of the real brains (`reference_contrast`):
+Samples drawn without a volume condition (unconditional, or conditioned on age alone) get
+the distribution numbers only. Samples are measured with the tissue contrast of the real brains (`reference_contrast`):
 generated brains are blurrier, with no pure CSF left to read CSF's intensity from. Real brains
 are measured with their own.
 """
@@ -151,15 +152,14 @@ class MorphologyPreservation:
         self.sample_contrast = sample_contrast
 
     def __call__(self, samples: VolumeSet, references: VolumeSet | None = None) -> SetMetricResult:
-        if samples.conditioning is None:
+        conditioned = samples.conditioning is not None and any(
+            v in row for row in samples.conditioning for v in self.variables
+        )
+        if not conditioned and references is None:
             raise DataError(
                 "morphology_preservation needs the values each sample was conditioned on "
-                f"({', '.join(self.variables)}); give one conditioning row per sample."
-            )
-        if not any(v in row for row in samples.conditioning for v in self.variables):
-            raise DataError(
-                f"morphology_preservation: the samples' conditioning has none of {', '.join(self.variables)}; "
-                "sample with a prior conditioned on ventricular or brain volume."
+                f"({', '.join(self.variables)}), or real brains to compare the measured volumes with; give one "
+                "conditioning row per sample (from a prior conditioned on ventricular or brain volume)."
             )
         contrast = set_contrast(references) if references is not None and self.sample_contrast == "real" else None
         rows = measure_set(samples, self.variables, contrast)

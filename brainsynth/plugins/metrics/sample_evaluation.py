@@ -103,7 +103,8 @@ def evaluate_samples(
     """Evaluate generated brains against real ones (see the module docstring).
 
     `metrics` are recipe blocks of set metrics (default: `default_metric_blocks`, with
-    ``morphology_preservation`` only when the conditioning holds a volume); `log` receives one
+    ``morphology_preservation`` when the conditioning holds a volume or the volumes have an
+    affine to measure them in); `log` receives one
     progress line per metric.
     """
     sample_set = load_volume_set(samples, label="sample", affine=affine, conditioning=conditioning, names=sample_names)
@@ -119,7 +120,9 @@ def evaluate_samples(
     conditioned = sample_set.conditioning is not None and any(
         variable in row for row in sample_set.conditioning for variable in MORPHOLOGY_VARIABLES
     )
-    blocks = metrics if metrics is not None else default_metric_blocks(fid_weights, with_morphology=conditioned)
+    # unconditioned samples still have measured volumes whose distribution is compared with the real brains'
+    measurable = conditioned or sample_set.affine is not None
+    blocks = metrics if metrics is not None else default_metric_blocks(fid_weights, with_morphology=measurable)
     summary: dict[str, float] = {}
     notes: dict[str, str] = {}
     rows: dict[tuple[str, str], dict[str, Any]] = {}
