@@ -85,8 +85,12 @@ def wait_to_be_stopped(timeout: float = PEER_FAILURE_WAIT_S) -> NoReturn:
     os._exit(1)
 
 
-def teardown() -> None:
+def teardown(finished: bool = False) -> None:
+    """Leave the process group. After a finished run every rank first meets the others, so no rank
+    tears down gloo's connections while a peer still uses them (seen as an abort at exit)."""
     if dist.is_available() and dist.is_initialized():
+        if finished and dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

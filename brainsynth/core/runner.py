@@ -153,4 +153,4 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False) -> dict[st
         # After a failure other ranks may sit in a collective: leave the group to process exit
         # (an orderly teardown can block under nccl).
         if finished or not dist_ctx.is_distributed:
-            distributed.teardown()
+            distributed.teardown(finished)
