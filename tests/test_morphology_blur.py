@@ -4,18 +4,20 @@ Measured on the 20-subject, 4 mm test cohort (``TINY_COHORT``), each brain blurr
 Gaussian of sigma voxels and measured with the tissue contrast of the sharp cohort
 (`reference_contrast`), as the evaluation measures generated brains:
 
-========  ===========================  ==========================  ====================================
-sigma     ventricles vs sharp          brain vs sharp              ventricles vs recorded truth
-========  ===========================  ==========================  ====================================
-0         --                           --                          rho 0.977, slope 0.93, intercept 1.8 ml, MAE 1.5 ml
-0.5 (2mm) mean -7 %, worst 12 %        mean -0.4 %, worst 0.6 %    rho 0.974, slope 0.91, intercept 0.9 ml, MAE 1.8 ml
-1 (4 mm)  mean -23 %, worst 35 %       mean -2.4 %, worst 3.1 %    rho 0.952, slope 0.83, intercept -0.6 ml, MAE 4.5 ml
-2 (8 mm)  mean -65 %, worst 94 %       mean -6 %, worst 7 %        rho 0.887, slope 0.56 (outside the tolerance)
-========  ===========================  ==========================  ====================================
+=========  ========================  =======================  ==============================================
+sigma      ventricles vs sharp       brain vs sharp           ventricles vs recorded truth
+=========  ========================  =======================  ==============================================
+0          --                        --                       rho 0.977, slope 0.93, intercept 1.8, MAE 1.5 ml
+0.5 (2mm)  mean -3.3 %, worst 9.2 %  mean -0.4 %, worst 0.6 %  rho 0.958, slope 0.90, intercept 2.0, MAE 2.0 ml
+1 (4 mm)   mean -3.8 %, worst 13 %   mean -2.4 %, worst 3.1 %  rho 0.932, slope 0.81, intercept 3.5, MAE 2.7 ml
+2 (8 mm)   mean -11 %, worst 34 %    mean -6.0 %, worst 7.3 %  rho 0.805, slope 0.53, intercept 7.3, MAE 5.1 ml
+=========  ========================  =======================  ==============================================
 
-The former hard-label estimate lost 97 % of the ventricles at sigma 1 (0 ml for most brains).
-The tolerances asserted below are those measurements rounded up; a blur of 8 mm is wider than
-the ventricles' bodies and is not held to them.
+The former hard-label estimate lost 97 % of the ventricles at sigma 1 (0 ml for most brains);
+without the real brains' contrast (each blurred image's own k-means means) this one loses 36 %
+on average at sigma 1. The tolerances asserted below are the measurements rounded up. Blur
+compresses differences (the slope falls with sigma): at 8 mm, wider than the ventricles' bodies,
+the volumes keep their level and rank but not their spread.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from brainsynth.plugins.metrics.morphology import (
     tissue_fractions,
 )
 
-TOLERANCE = {0.5: (0.15, 0.01), 1.0: (0.40, 0.04)}
+TOLERANCE = {0.5: (0.12, 0.01), 1.0: (0.15, 0.04), 2.0: (0.40, 0.08)}
 """sigma (voxels) -> (largest relative change of ventricular, of brain volume) against the sharp brain."""
 
 
@@ -70,14 +72,22 @@ def test_blurred_brains_measure_within_the_stated_tolerance_of_the_sharp_ones(me
     assert np.max(np.abs(brain / sharp_brain - 1.0)) <= brain_tolerance
 
 
-@pytest.mark.parametrize("sigma", [0.0, *sorted(TOLERANCE)])
+@pytest.mark.parametrize("sigma", [0.0, 0.5, 1.0])
 def test_blurred_brains_keep_following_the_recorded_volumes(measured, sigma):
     volumes, truth = measured
     ventricles = volumes[sigma][0]
     fit = stats.linregress(truth, ventricles)
-    assert stats.spearmanr(truth, ventricles).statistic >= 0.93
-    assert 0.75 <= fit.slope <= 1.1
-    assert np.mean(np.abs(ventricles - truth)) <= 5.0
+    assert stats.spearmanr(truth, ventricles).statistic >= 0.9
+    assert 0.75 <= fit.slope <= 1.1 and abs(fit.intercept) <= 5.0
+    assert np.mean(np.abs(ventricles - truth)) <= 3.5
+
+
+def test_a_heavy_blur_keeps_rank_and_level_but_not_spread(measured):
+    volumes, truth = measured
+    ventricles = volumes[2.0][0]
+    assert stats.spearmanr(truth, ventricles).statistic >= 0.75
+    assert 0.8 <= np.median(ventricles / truth) <= 1.2
+    assert stats.linregress(truth, ventricles).slope < 0.75  # compressed, as the docstring says
 
 
 def test_tissue_fractions_are_linear_mixtures_that_sum_to_one():

@@ -6,7 +6,8 @@ spacing, or an ROI crop of it). Generated brains are blurrier than real ones, so
 a sum of per-voxel tissue *fractions* (a partial-volume model), not a count of hard labels: a
 blur moves intensity between neighbouring voxels but keeps its sum, so a sum of fractions that
 are linear in intensity moves little, where a count of voxels past a threshold collapses (a
-1-voxel blur took the former hard-core estimate of 4 mm ventricles from 22 ml to 0).
+1-voxel blur of 4 mm brains cost the former hard-core estimate 97 % of the ventricles on
+average, 0 ml for most brains).
 
 1. Foreground: voxels brighter than 10 % of the way from the background level (1st percentile)
    to the bright end (99th percentile); this holds for [0, 1] min-max and z-scored images alike.
@@ -21,11 +22,20 @@ are linear in intensity moves little, where a count of voxels past a threshold c
 4. Brain volume: the GM + WM fractions summed over the foreground.
 5. Ventricular volume: inside the template's lateral ventricles dilated by 10 mm (resampled to
    the image through its affine), the walls are white matter, so there a voxel is read as a
-   CSF/WM mixture: CSF fraction (WM - I) / (WM - CSF), clipped to [0, 1], summed.
+   CSF/WM mixture: CSF fraction (WM - I) / (WM - CSF), clipped to [0, 1], summed. The region
+   also holds grey matter (caudate, thalamus) that this reading credits as part CSF, and blur
+   carries some darkness out of the region; both are measured on the MNI template itself,
+   resampled to the same grid and blurred by 0 to 3 voxels (`BLUR_TABLE_SIGMAS`): the template's
+   excess over its true ventricular CSF at the blur whose `edge_sharpness` matches the image's
+   is subtracted.
 
-Measured on the 20-subject, 4 mm test cohort (tests/test_morphology.py, tests/test_blur_tolerance.py):
-see those tests' docstrings for the numbers. An image without three distinct intensity classes
-gives NaN volumes rather than a number that means nothing.
+On the 20-subject, 4 mm test cohort (tests/test_morphology_blur.py, Gaussian blur of sigma
+voxels, measured with the sharp cohort's contrast): ventricles on sharp brains follow the
+recorded volumes with rho 0.977, slope 0.93, intercept 1.8 ml, MAE 1.5 ml (0.985, 1.005, 0.3 ml
+and 1.0 ml with each brain's own tissue means); blurred by 1 voxel they stay within 13 % of the
+sharp measurement (mean -3.8 %), brain volume within 3.1 %; at 2 voxels (8 mm) the mean level
+holds (-11 %) but differences are compressed (slope 0.53). An image without three distinct
+intensity classes gives NaN volumes rather than a number that means nothing.
 """
 
 from __future__ import annotations
@@ -48,8 +58,11 @@ VENTRICLE_SEARCH_MM = 10
 FOREGROUND_LEVEL = 0.1
 
 ANCHOR_SMOOTHING_MM = 8.0
-"""Gaussian sigma applied before reading the white-matter anchor: a further blur of up to a few
-mm then barely moves it (measured: -1.7 % at 4 mm more blur, -6 % at 8 mm)."""
+"""Gaussian sigma applied before reading the white-matter anchor, so that a further blur moves it
+little (measured on 6 brains of the 4 mm test cohort: -1.4 % after a 4 mm blur, -5.3 % after 8 mm)."""
+
+BLUR_TABLE_SIGMAS = tuple(0.25 * step for step in range(13))
+"""Blurs (Gaussian sigma, voxels) at which the template's ventricle offset is tabulated: 0 to 3 voxels."""
 
 DEEP_WM_PROBABILITY = 0.9
 DEEP_WM_EROSION_MM = 4
@@ -194,12 +207,34 @@ def _template_at(spacing: float) -> tuple[np.ndarray, np.ndarray]:
     return maps[0].astype(np.float32), maps[1].astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class _BlurTable:
+    """The template on one grid, blurred by each of `sigmas` (voxels): its edge sharpness and ventricle offset (ml)."""
+
+    sigmas: np.ndarray
+    sharpness: np.ndarray
+    offsets: np.ndarray
+
+    def offset_at(self, sharpness: float) -> tuple[float, float]:
+        """(the blur the template needs to be this sharp, the offset at that blur); sharper than the template: 0."""
+        sigma = float(np.interp(-sharpness, -self.sharpness, self.sigmas))  # sharpness falls as sigma grows
+        return sigma, float(np.interp(sigma, self.sigmas, self.offsets))
+
+
+def edge_sharpness(array: np.ndarray, foreground: np.ndarray, anchor: float) -> float:
+    """Mean gradient magnitude (per voxel) inside the foreground, over the white-matter anchor: falls with blur."""
+    gradient = np.sqrt(sum(g**2 for g in np.gradient(np.asarray(array, dtype=np.float64))))
+    return float(gradient[foreground].mean() / anchor)
+
+
 @lru_cache(maxsize=8)
-def _region_offset(shape: tuple[int, int, int], affine_bytes: bytes) -> float:
-    """What the ventricle sum credits the template beyond its true ventricular CSF on this grid (ml).
+def _blur_table(shape: tuple[int, int, int], affine_bytes: bytes) -> _BlurTable | None:
+    """What the ventricle sum credits the template beyond its true ventricular CSF on this grid (ml), at each blur.
 
     The search region also holds grey matter (caudate, thalamus) that the CSF/WM reading counts
-    as part CSF; this is that share, measured on the undeformed template, and subtracted.
+    as part CSF, and a blur moves CSF's darkness out of the region and wears the noise off: the
+    offset at the image's own blur (found by matching its `edge_sharpness` to the blurred
+    template's) is subtracted. None when the template leaves no three classes on this grid.
     """
     affine = np.frombuffer(affine_bytes, dtype=np.float64).reshape(4, 4)
     template = load_mni_template()
@@ -209,14 +244,23 @@ def _region_offset(shape: tuple[int, int, int], affine_bytes: bytes) -> float:
     to_template = np.linalg.inv(template.affine)
     voxels = to_template[:3, :3] @ world + to_template[:3, 3:]
     image = ndimage.map_coordinates(t1, voxels, order=1, mode="constant", cval=0.0).reshape(shape)
-    truth = ndimage.map_coordinates(ventricle_csf, voxels, order=1, mode="constant", cval=0.0)
+    truth = float(ndimage.map_coordinates(ventricle_csf, voxels, order=1, mode="constant", cval=0.0).sum(dtype=np.float64))
     foreground, spread = foreground_mask(image)
     means = tissue_means(image[foreground]) if spread else None
-    if means is None:
-        return 0.0
+    sharp_anchor = wm_anchor(image, affine)
+    if means is None or sharp_anchor is None or sharp_anchor <= 0:
+        return None
+    contrast = means / sharp_anchor
     voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
-    credited = _ventricle_sum(image, means, ventricle_region(shape, affine) & foreground)
-    return (credited - float(truth.sum(dtype=np.float64))) * voxel_ml
+    sharpness, offsets = [], []
+    for sigma in BLUR_TABLE_SIGMAS:
+        blurred = ndimage.gaussian_filter(image, sigma) if sigma > 0 else image
+        mask, _ = foreground_mask(blurred)
+        anchor = wm_anchor(blurred, affine)
+        sharpness.append(edge_sharpness(blurred, mask, anchor))
+        region = ventricle_region(shape, affine) & mask
+        offsets.append((_ventricle_sum(blurred, contrast * anchor, region) - truth) * voxel_ml)
+    return _BlurTable(np.asarray(BLUR_TABLE_SIGMAS, dtype=np.float64), np.array(sharpness), np.array(offsets))
 
 
 def _ventricle_sum(array: np.ndarray, means: np.ndarray, region: np.ndarray) -> float:
@@ -289,7 +333,12 @@ def measure_morphology(
     csf, _, _ = tissue_fractions(array, means)
     brain = float(((1.0 - csf) * foreground).sum(dtype=np.float64))
     region = ventricle_region(array.shape, affine) & foreground
-    offset = _region_offset(tuple(int(n) for n in array.shape), np.ascontiguousarray(affine, dtype=np.float64).tobytes())
+    table = _blur_table(tuple(int(n) for n in array.shape), np.ascontiguousarray(affine, dtype=np.float64).tobytes())
+    offset = 0.0
+    if table is not None:
+        anchor = wm_anchor(array, affine)
+        if anchor is not None and anchor > 0:
+            offset = table.offset_at(edge_sharpness(array, foreground, anchor))[1]
     ventricles = max(0.0, _ventricle_sum(array, means, region) * voxel_ml - offset)
     return Morphology(ventricular_volume=ventricles, brain_volume=brain * voxel_ml)
 
