@@ -177,6 +177,9 @@ def test_report_command_evaluates_a_samples_folder(tmp_path, tiny_cohort, run_cl
     assert -1.0 <= summary["ventricular_volume_spearman"] <= 1.0  # 3 samples: a rank check, quality is tested elsewhere
     assert "ventricular_volume_real_slope" in summary and summary["ms_ssim_diversity"] < 1.0
     assert (tmp_path / "report" / "morphology_ventricular_volume.png").is_file()
+    # the "reconstructions" are the real brains themselves: as sharp, and measured like them
+    assert summary["sharpness_reconstructed_ratio"] == pytest.approx(1.0)
+    assert "ventricular_volume_reconstructed_mae" in summary and summary["sharpness_ratio"] > 0
 
     again = run_cli("report", str(tmp_path / "report"), "--samples", str(samples), "--real", str(real))
     assert again.code == 2 and "already holds a report" in again.err and "Traceback" not in again.err

@@ -76,7 +76,8 @@ def add_commands(cli: click.Group) -> None:
     @click.option("--real-conditioning", type=click.Path(path_type=Path), default=None,
                   help="csv/tsv keyed by 'subject' with the real brains' recorded volumes (e.g. conditioning.tsv).")
     @click.option("--reconstructed", type=click.Path(path_type=Path), default=None,
-                  help="Folder of tokenizer reconstructions, named like the real brains.")
+                  help="Folder of tokenizer reconstructions, named like the real brains (shown, and measured for "
+                       "sharpness and volumes).")
     @click.option("--recipe", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Recipe to show in the report.")
     @click.option("--fid-weights", default=None,
@@ -88,6 +89,7 @@ def add_commands(cli: click.Group) -> None:
     def report(out, samples_dir, real_source, real_conditioning, reconstructed, recipe, fid_weights, extra, title,
                overwrite) -> None:
         """Evaluate generated brains against real ones and write the report folder OUT."""
+        from brainsynth.plugins.metrics.reconstruction_evaluation import evaluate_reconstructions
         from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
 
         from .html_report import ReportInputs, write_report
@@ -107,6 +109,13 @@ def add_commands(cli: click.Group) -> None:
             samples, real, conditioning, fid_weights=fid_weights, reference_conditioning=real_rows,
             log=lambda line: click.echo(f"  {line}"),
         )
+        if recon:
+            names = [subject_name(p) for p in shown_real]
+            recon_rows = _real_conditioning(real_conditioning, names) if real_conditioning else None
+            kept = evaluate_reconstructions(shown_real, recon, recon_rows, names)
+            summary.update(kept.values)
+            rows = [*rows, *kept.rows]
+            notes.update(kept.notes)
         metrics = {**extra_metrics, **summary}
         index = write_report(out, ReportInputs(
             title=title or f"brainsynth report: {samples_dir}", metrics=metrics, recipe_text=recipe_text,

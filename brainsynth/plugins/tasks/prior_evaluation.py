@@ -29,15 +29,8 @@ import torch
 
 from brainsynth.core.errors import DataError, RunError
 from brainsynth.core.runner import Run
-from brainsynth.plugins.metrics.morphology_preservation import (
-    MorphologyPreservation,
-    measure_set,
-    set_contrast,
-    summarise_calibration,
-)
+from brainsynth.plugins.metrics.reconstruction_evaluation import evaluate_reconstructions
 from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
-from brainsynth.plugins.metrics.sharpness import set_sharpness, sharpness_ratio
-from brainsynth.plugins.metrics.volume_sets import SetMetricResult, load_volume_set
 
 from .prior_parts import PriorParts
 from .volumes import write_nifti
@@ -110,7 +103,7 @@ def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dic
         reference_conditioning=reference_conditioning or None, sample_names=[f.name.split(".")[0] for f in files],
         reference_names=names, metrics=config["metrics"], registry=run.registry, log=run.say,
     )
-    kept = _through_tokenizer(references, reconstructed, reference_conditioning, names)
+    kept = evaluate_reconstructions(references, reconstructed, reference_conditioning, names)
     summary.update(kept.values)
     rows = [*rows, *kept.rows]
     notes.update(kept.notes)
@@ -123,28 +116,3 @@ def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dic
         "reconstructed": [str(r) for r in reconstructed],
     }))
     return {**summary, "samples": len(files), "real": len(references)}
-
-
-def _through_tokenizer(references: list[Path], reconstructed: list[Path], conditioning: list[dict],
-                       names: list[str]) -> SetMetricResult:
-    """Sharpness of the real brains after the tokenizer, and their morphology vs their table values."""
-    real = load_volume_set(references, label="real", names=names)
-    volumes = load_volume_set(reconstructed, label="reconstructed", conditioning=conditioning or None, names=names)
-    sharpness = set_sharpness(volumes)
-    values = {"sharpness_reconstructed_ratio": sharpness_ratio(sharpness, set_sharpness(real))}
-    rows = [{"set": "reconstructed", "name": n, "sharpness": float(v)} for n, v in zip(names, sharpness)]
-    notes = {"sharpness_reconstructed_ratio": "mean gradient magnitude inside the brain, real brains after the "
-             "tokenizer / the same brains before: 1 = as sharp, < 1 blurred by the tokenizer"}
-    variables = [v for v in MorphologyPreservation().variables if any(v in row for row in conditioning)]
-    if variables and len(reconstructed) >= 2:
-        measured = measure_set(volumes, variables, set_contrast(real))
-        for row, extra in zip(rows, measured):
-            row.update(extra)
-        values.update({key.replace(variable, f"{variable}_reconstructed", 1): value
-                       for variable in variables
-                       for key, value in summarise_calibration(measured, [variable], "").items()})
-        notes["morphology_reconstructed"] = (
-            f"measure_morphology on the {len(reconstructed)} real brains after encode-quantise-decode by the tokenizer "
-            "(with the real brains' tissue contrast) vs their table values: the ceiling of the samples' rho"
-        )
-    return SetMetricResult(values, rows=rows, notes=notes)
