@@ -1,23 +1,24 @@
 """Partial-volume morphology: a blurred brain measures (nearly) what the sharp one does.
 
 Measured on the 20-subject, 4 mm test cohort (``TINY_COHORT``), each brain blurred with a
-Gaussian of sigma voxels and measured with the tissue contrast of the sharp cohort
-(`reference_contrast`), as the evaluation measures generated brains:
+Gaussian of sigma voxels and measured with the median tissue contrast of the sharp cohort
+(`reference_contrast`), as the evaluation measures generated and real brains:
 
 =========  ========================  =======================  ==============================================
 sigma      ventricles vs sharp       brain vs sharp           ventricles vs recorded truth
 =========  ========================  =======================  ==============================================
-0          --                        --                       rho 0.977, slope 0.93, intercept 1.8, MAE 1.5 ml
-0.5 (2mm)  mean -3.3 %, worst 9.2 %  mean -0.4 %, worst 0.6 %  rho 0.958, slope 0.90, intercept 2.0, MAE 2.0 ml
-1 (4 mm)   mean -3.8 %, worst 13 %   mean -2.4 %, worst 3.1 %  rho 0.932, slope 0.81, intercept 3.5, MAE 2.7 ml
-2 (8 mm)   mean -11 %, worst 34 %    mean -6.0 %, worst 7.3 %  rho 0.805, slope 0.53, intercept 7.3, MAE 5.1 ml
+0          --                        --                       rho 0.985, slope 0.89, intercept 2.4, MAE 1.05 ml
+0.5 (2mm)  mean -2.2 %, worst 6.1 %  mean -0.3 %, worst 0.5 %  rho 0.976, slope 0.85, intercept 2.8, MAE 1.5 ml
+1 (4 mm)   mean -1.3 %, worst 8.1 %  mean -2.1 %, worst 3.2 %  rho 0.962, slope 0.85, intercept 3.0, MAE 1.6 ml
+2 (8 mm)   mean -0.8 %, worst 30 %   mean -5.8 %, worst 8.0 %  rho 0.887, slope 0.77, intercept 4.5, MAE 3.0 ml
 =========  ========================  =======================  ==============================================
 
-The former hard-label estimate lost 97 % of the ventricles at sigma 1 (0 ml for most brains);
-without the real brains' contrast (each blurred image's own k-means means) this one loses 36 %
-on average at sigma 1. The tolerances asserted below are the measurements rounded up. Blur
-compresses differences (the slope falls with sigma): at 8 mm, wider than the ventricles' bodies,
-the volumes keep their level and rank but not their spread.
+On the demo's own 64-subject, 4 mm cohort (seed 0) the same reads rho 0.983 / slope 0.86 / MAE
+1.4 ml sharp, 0.926 / 0.79 / 2.2 ml at sigma 1 (worst change 13 %), 0.71 / 0.66 / 4.2 ml at
+sigma 2 (worst 61 %). The former hard-label estimate lost 97 % of the ventricles at sigma 1
+(0 ml for most brains); without the real brains' contrast (each blurred image's own k-means
+means) this one still loses 36 % on average at sigma 1. The tolerances asserted below are the
+20-subject measurements rounded up.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from brainsynth.plugins.metrics.morphology import (
     tissue_fractions,
 )
 
-TOLERANCE = {0.5: (0.12, 0.01), 1.0: (0.15, 0.04), 2.0: (0.40, 0.08)}
+TOLERANCE = {0.5: (0.08, 0.01), 1.0: (0.10, 0.04), 2.0: (0.35, 0.09)}
 """sigma (voxels) -> (largest relative change of ventricular, of brain volume) against the sharp brain."""
 
 
@@ -77,17 +78,17 @@ def test_blurred_brains_keep_following_the_recorded_volumes(measured, sigma):
     volumes, truth = measured
     ventricles = volumes[sigma][0]
     fit = stats.linregress(truth, ventricles)
-    assert stats.spearmanr(truth, ventricles).statistic >= 0.9
-    assert 0.75 <= fit.slope <= 1.1 and abs(fit.intercept) <= 5.0
-    assert np.mean(np.abs(ventricles - truth)) <= 3.5
+    assert stats.spearmanr(truth, ventricles).statistic >= 0.95
+    assert 0.8 <= fit.slope <= 1.1 and abs(fit.intercept) <= 4.0
+    assert np.mean(np.abs(ventricles - truth)) <= 2.0
 
 
-def test_a_heavy_blur_keeps_rank_and_level_but_not_spread(measured):
+def test_a_heavy_blur_keeps_rank_level_and_most_of_the_spread(measured):
     volumes, truth = measured
     ventricles = volumes[2.0][0]
-    assert stats.spearmanr(truth, ventricles).statistic >= 0.75
-    assert 0.8 <= np.median(ventricles / truth) <= 1.2
-    assert stats.linregress(truth, ventricles).slope < 0.75  # compressed, as the docstring says
+    assert stats.spearmanr(truth, ventricles).statistic >= 0.85
+    assert 0.9 <= np.median(ventricles / truth) <= 1.1
+    assert 0.7 <= stats.linregress(truth, ventricles).slope <= 1.1
 
 
 def test_tissue_fractions_are_linear_mixtures_that_sum_to_one():

@@ -17,9 +17,10 @@ variable, e.g. ``ventricular_volume_<suffix>``):
   measurement itself reaches, the ceiling for the samples.
 
 Samples drawn without a volume condition (unconditional, or conditioned on age alone) get
-the distribution numbers only. Samples are measured with the tissue contrast of the real brains (`reference_contrast`):
-generated brains are blurrier, with no pure CSF left to read CSF's intensity from. Real brains
-are measured with their own.
+the distribution numbers only. Samples and real brains alike are measured with the median tissue
+contrast of the real brains (`reference_contrast`): generated brains are blurrier, with no pure
+CSF left to read CSF's intensity from, and both sets must be measured the same way to be
+compared.
 """
 
 from __future__ import annotations
@@ -130,15 +131,15 @@ class MorphologyPreservation:
 
     Args:
         variables: the conditioning variables measured on the samples (ml).
-        sample_contrast: ``real``: measure samples with the real brains' tissue contrast (blur-proof);
-            ``own``: with each sample's own tissue means, as real brains are measured.
+        contrast: ``real``: measure samples and real brains with the real brains' median tissue
+            contrast (blur-proof); ``own``: each volume with its own tissue means (only for sharp samples).
     """
 
     name = "morphology_preservation"
     scope = SET_SCOPE
     higher_is_better = True
 
-    def __init__(self, variables: list[str] | None = None, sample_contrast: Literal["real", "own"] = "real") -> None:
+    def __init__(self, variables: list[str] | None = None, contrast: Literal["real", "own"] = "real") -> None:
         variables = list(MORPHOLOGY_VARIABLES) if variables is None else list(variables)
         unknown = [v for v in variables if v not in MORPHOLOGY_VARIABLES]
         if unknown:
@@ -146,10 +147,10 @@ class MorphologyPreservation:
                 f"morphology_preservation: cannot measure {', '.join(unknown)}; it measures "
                 f"{', '.join(MORPHOLOGY_VARIABLES)}."
             )
-        if sample_contrast not in ("real", "own"):
-            raise DataError(f"morphology_preservation: sample_contrast is 'real' or 'own', not {sample_contrast!r}.")
+        if contrast not in ("real", "own"):
+            raise DataError(f"morphology_preservation: contrast is 'real' or 'own', not {contrast!r}.")
         self.variables = variables
-        self.sample_contrast = sample_contrast
+        self.contrast = contrast
 
     def __call__(self, samples: VolumeSet, references: VolumeSet | None = None) -> SetMetricResult:
         conditioned = samples.conditioning is not None and any(
@@ -161,12 +162,12 @@ class MorphologyPreservation:
                 f"({', '.join(self.variables)}), or real brains to compare the measured volumes with; give one "
                 "conditioning row per sample (from a prior conditioned on ventricular or brain volume)."
             )
-        contrast = set_contrast(references) if references is not None and self.sample_contrast == "real" else None
+        contrast = set_contrast(references) if references is not None and self.contrast == "real" else None
         rows = measure_set(samples, self.variables, contrast)
         values = summarise_calibration(rows, self.variables, "")
         notes = {}
         if references is not None:
-            real_rows = measure_set(references, self.variables)
+            real_rows = measure_set(references, self.variables, contrast)
             values.update(summarise_calibration(real_rows, self.variables, "_real"))
             values.update(distribution_values(rows, real_rows, self.variables))
             notes["volume_distribution"] = (
@@ -177,7 +178,7 @@ class MorphologyPreservation:
             )
             rows += real_rows
         count = sum(1 for r in rows if r["set"] == samples.label)
-        how = "the real brains' tissue contrast" if contrast is not None else "their own tissue means"
+        how = "the real brains' median tissue contrast (real brains too)" if contrast is not None else "their own tissue means"
         notes["morphology_preservation"] = (
             f"measure_morphology (partial-volume fractions) on {count} samples, with {how}, vs their conditioning; "
             "Spearman rho (scipy), least-squares slope and intercept, MAE in ml; a variable with one value over all "
