@@ -59,4 +59,4 @@ def test_killed_run_resumes_bit_identical(tmp_path, tiny_cohort, run_cli):  # no
             for key, value in state.items():
                 assert torch.equal(value, b["optimizers"][name]["state"][index][key]), f"{name} optimizer {index}.{key}"
     assert a["extra"]["best"] == b["extra"]["best"]
-    assert not list((killed / "checkpoints").glob(".*.tmp"))
+    assert not list((killed / "checkpoints").glob(".*.tmp-*"))

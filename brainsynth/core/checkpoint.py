@@ -10,8 +10,9 @@ an interrupted write never damages the previous checkpoint, and read back with
 from __future__ import annotations
 
 import os
+import pickle
 import random
-import tempfile
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
+from .files import temporary_path
 
 FORMAT = "brainsynth-checkpoint"
 VERSION = 1
@@ -101,9 +103,9 @@ def save_checkpoint(
         "rng_ranks": rng,
         "extra": dict(extra or {}),
     }
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp_name = temporary_path(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp_name, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -120,20 +122,50 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(
+            f"{path}: the checkpoint file is empty (0 bytes; its write never finished). Use another "
+            f"checkpoint (checkpoints/last.pt or best.pt) or re-create it."
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" not in text:
+            raise _unreadable(path, exc) from None
+        # torch's message advises reloading with weights_only=False; only its diagnosis is kept.
+        found = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+        diagnosis = found.group(1).strip() if found else ""
+        objects = re.search(r"GLOBAL ([\w.]+)", diagnosis)
+        if objects or "global" in diagnosis.lower():
+            what = f": {objects.group(1)}" if objects else ""
+            raise CheckpointError(
+                f"{path}: the file holds code (pickled Python objects other than tensors and plain "
+                f"data{what}), so it was not loaded: loading it could run that code. Use a checkpoint "
+                f"written by brainsynth, or convert an original one with 'brainsynth import-checkpoint'."
+            ) from None
         raise CheckpointError(
-            f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
-            f"The file may be truncated or from another program; use another checkpoint "
-            f"(checkpoints/last.pt or best.pt) or re-create it."
+            f"{path}: not a readable checkpoint ({diagnosis[:200] or 'not a torch file'}). The file may be "
+            f"truncated or from another program; use another checkpoint (checkpoints/last.pt or "
+            f"best.pt) or re-create it."
         ) from None
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path}: not a brainsynth checkpoint. Checkpoints of the original BrainSynth code "
             f"are converted with 'brainsynth import-checkpoint'."
         )
     return payload
+
+
+def _unreadable(path: Path, exc: Exception) -> CheckpointError:
+    lines = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    return CheckpointError(
+        f"{path}: not a readable checkpoint ({detail}). The file may be truncated or from another "
+        f"program; use another checkpoint (checkpoints/last.pt or best.pt) or re-create it."
+    )
 
 
 def load_checkpoint(

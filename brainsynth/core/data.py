@@ -35,6 +35,7 @@ from monai.data import Dataset as MonaiDataset
 from monai.transforms import Compose, apply_transform
 
 from .errors import DataError, RecipeError
+from .files import is_data_file
 from .schema import did_you_mean
 from .transforms import (
     IMAGE_KEY,
@@ -131,7 +132,7 @@ def list_subjects(source: str | os.PathLike) -> list[Subject]:
         paths = sorted(
             p
             for p in source.iterdir()
-            if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES) and not p.name.startswith(".")
+            if p.is_file() and p.name.lower().endswith(VOLUME_SUFFIXES) and is_data_file(p)
         )
         if not paths:
             raise DataError(f"{source}: no .nii or .nii.gz files in this folder.")

@@ -29,6 +29,7 @@ import torch
 from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
 from .errors import RunError
+from .files import remove_leftovers
 from .training import BestTracker, autocast, build_optimizer, build_scheduler, grad_scaler
 
 if TYPE_CHECKING:
@@ -351,8 +352,7 @@ class TrainingLoop:
         run = self.run
         last = run.checkpoints / "last.pt"
         if run.dist.is_main:  # an interrupted write leaves its temporary file behind
-            for partial in run.checkpoints.glob(".*.tmp"):
-                partial.unlink(missing_ok=True)
+            remove_leftovers(run.checkpoints)
         if not (run.resume and last.is_file()):
             return {}
         state = load_checkpoint(

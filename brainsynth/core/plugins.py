@@ -45,7 +45,16 @@ def plugin_manager() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     wanted = _wanted()
-    for ep in _entry_points():
+    available = _entry_points()
+    if wanted is not None:
+        unknown = sorted(wanted - {ep.name for ep in available})
+        if unknown:
+            installed = ", ".join(sorted({ep.name for ep in available})) or "none"
+            raise RegistryError(
+                f"{LOAD_PLUGINS_ENV} names {', '.join(repr(n) for n in unknown)}, which no installed "
+                f"package provides. Installed plugins: {installed}. Fix the names or unset {LOAD_PLUGINS_ENV}."
+            )
+    for ep in available:
         if wanted is not None and ep.name not in wanted:
             continue
         try:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import RecipeError, RegistryError
+from .files import single_component
 from .registry import Registry
 from .schema import Schema, did_you_mean, dotted
 from .task import Section
@@ -317,6 +318,7 @@ def validate(data: dict, registry: Registry, origins: Origins, source: str, mode
                 f"{did_you_mean(str(key), known)} Known keys: {', '.join(known)}."
             )
     header = HEADER.validate({k: v for k, v in data.items() if k in header_keys}, (), origins, owner="recipe")
+    single_component(header["experiment"]["name"], "experiment.name", origins(("experiment", "name")))
     modes = task_component.factory.modes
     if header["mode"] is None:
         header["mode"] = modes[0]

@@ -21,6 +21,7 @@ import torch
 
 from . import distributed
 from .errors import BrainsynthError, RunError
+from .files import inside, remove_leftovers, write_bytes_atomic
 from .logging import MetricsLogger, Progress
 from .recipe import Recipe
 from .registry import Registry
@@ -59,6 +60,14 @@ class Run:
     def checkpoints(self) -> Path:
         return self.directory / "checkpoints"
 
+    def path(self, relative: str | os.PathLike, key: str) -> Path:
+        """A path the run writes, from recipe key `key`: refused unless it stays inside the run."""
+        parts = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        try:
+            return inside(self.directory, relative, key)
+        except RunError as exc:
+            raise RunError(f"{self.recipe.origins(parts)}: {exc}") from None
+
     def build(self, section: str, **injected: Any) -> Any:
         """Build the component a recipe section names, passing engine-supplied arguments."""
         block = self.recipe[section]
@@ -88,7 +97,28 @@ def run_directory(recipe: Recipe) -> Path:
 
 
 def prepare_directory(recipe: Recipe, resume: bool) -> Path:
-    """Check the run directory against the mode and --resume; create it and save the recipe."""
+    """Check the run directory against the mode and --resume; create it and save the recipe.
+
+    An OS error on the way (a read-only or full disk) is a `RunError` naming ``experiment.root``.
+    """
+    root = Path(recipe["experiment"]["root"])
+    where = recipe.origins(("experiment", "root"))
+    for folder in (root, *root.parents):
+        if folder.exists() and not folder.is_dir():
+            raise RunError(
+                f"{where}: experiment.root: {root} is not a folder ({folder} is a file); set "
+                f"experiment.root to a folder where runs may be created."
+            )
+    try:
+        return _prepare_directory(recipe, resume)
+    except OSError as exc:
+        raise RunError(
+            f"{where}: experiment.root: cannot create or write the run directory "
+            f"{run_directory(recipe)} ({exc.strerror or exc}); set experiment.root to a writable folder."
+        ) from exc
+
+
+def _prepare_directory(recipe: Recipe, resume: bool) -> Path:
     directory = run_directory(recipe)
     text = recipe.text()
     if recipe.mode in CREATING_MODES:
@@ -100,18 +130,24 @@ def prepare_directory(recipe: Recipe, resume: bool) -> Path:
         if resume and not directory.exists():
             raise RunError(f"--resume: run directory {directory} does not exist; start it without --resume.")
         (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
-        saved = directory / "recipe.yaml"
-        tmp = saved.with_suffix(".yaml.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, saved)
+        write_bytes_atomic(directory / "recipe.yaml", text.encode())
     else:
         if not directory.is_dir():
             raise RunError(
                 f"run directory {directory} does not exist: mode '{recipe.mode}' works inside a "
                 f"trained run. Train it first (--mode train) or set experiment.name/root to the run."
             )
-        (directory / f"recipe.{recipe.mode}.yaml").write_text(text)
+        write_bytes_atomic(directory / f"recipe.{recipe.mode}.yaml", text.encode())
     return directory
+
+
+def os_error(exc: OSError, recipe: Recipe) -> RunError:
+    """An OS error during a run (unwritable folder, full disk, a file where a folder goes) as one line."""
+    target = exc.filename if exc.filename is not None else run_directory(recipe)
+    return RunError(
+        f"{target}: {exc.strerror or exc} (mode '{recipe.mode}'). Check that the run directory "
+        f"{run_directory(recipe)} is writable, has free space, and that no file stands where a folder goes."
+    )
 
 
 def execute(recipe: Recipe, registry: Registry, resume: bool = False) -> dict[str, Any]:
@@ -123,6 +159,10 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False) -> dict[st
         # Rank 0 checks and creates the directory; the others wait for it (a failure on rank 0
         # ends the whole job through the launcher).
         directory = prepare_directory(recipe, resume) if dist_ctx.is_main else run_directory(recipe)
+        if dist_ctx.is_main:
+            removed = remove_leftovers(directory)
+            if removed:
+                print(f"removed {len(removed)} files left by interrupted writes in {directory}", flush=True)
         if dist_ctx.is_distributed:
             torch.distributed.barrier()
         seed_everything(recipe["seed"] + dist_ctx.rank)
@@ -137,13 +177,15 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False) -> dict[st
             (directory / f"metrics.{recipe.mode}.json").write_text(json.dumps(metrics, indent=2, default=str))
         finished = True
         return metrics
-    except BrainsynthError:
-        # A run that failed on user input before its first checkpoint leaves nothing behind.
+    except (BrainsynthError, OSError) as exc:
+        # A run that failed on user input or on the OS before its first checkpoint leaves nothing behind.
         directory = run_directory(recipe)
         if created and dist_ctx.is_main and not any(directory.rglob("*.pt")):
             shutil.rmtree(directory, ignore_errors=True)
         if dist_ctx.is_distributed and not dist_ctx.is_main:
             time.sleep(distributed.REPORT_DELAY_S)  # an error every rank hits is reported by rank 0 alone
+        if isinstance(exc, OSError):
+            raise os_error(exc, recipe) from exc
         raise
     except Exception as exc:
         if dist_ctx.is_distributed and distributed.is_peer_failure(exc):

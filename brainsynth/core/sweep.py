@@ -18,7 +18,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import re
 import time
 import traceback
@@ -30,6 +29,7 @@ from typing import Any
 import yaml
 
 from .errors import BrainsynthError, RecipeError, RunError
+from .files import write_bytes_atomic
 from .recipe import Recipe, load_recipe
 from .registry import Registry
 from .runner import CREATING_MODES, run_directory
@@ -352,9 +352,7 @@ def render_markdown(sweep: Sweep, columns: list[str], rows: list[dict[str, Any]]
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode())
 
 
 def write_tables(sweep: Sweep, outcomes: dict[str, Outcome]) -> Path:

@@ -10,6 +10,7 @@ import torch
 
 from brainsynth.core.data import DataSource, Subject, subject_name
 from brainsynth.core.errors import DataError
+from brainsynth.core.files import is_data_file
 
 META_FILE = "tokens.json"
 """Written by ``extract`` beside the grids: codebook size ``num_embeddings``, ``grid``, the
@@ -19,7 +20,7 @@ wrote them and the source data's ``conditioning_table`` (None when it has none).
 
 def _list_token_files(source: Path) -> list[Path]:
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix == ".npy")
+        files = sorted(p for p in source.iterdir() if p.suffix == ".npy" and is_data_file(p))
         if not files:
             raise DataError(f"{source}: no .npy token grids in this folder. Run the tokenizer's extract mode first.")
         return files
@@ -41,9 +42,11 @@ def _list_token_files(source: Path) -> list[Path]:
 class TokenGrids(torch.utils.data.Dataset):
     """Items are ``{"tokens": LongTensor [*grid], "subject": name}``; values checked on load."""
 
-    def __init__(self, files: list[Path], num_embeddings: int) -> None:
+    def __init__(self, files: list[Path], num_embeddings: int, grid: tuple[int, ...] | None = None) -> None:
         self.files = files
         self.num_embeddings = num_embeddings
+        self.grid = tuple(grid) if grid is not None else None
+        """The shape every grid must have (the first train grid's): a batch cannot mix shapes."""
 
     def __len__(self) -> int:
         return len(self.files)
@@ -56,6 +59,12 @@ class TokenGrids(torch.utils.data.Dataset):
             raise DataError(f"{path}: cannot read token grid ({exc}).") from None
         if not np.issubdtype(grid.dtype, np.integer):
             raise DataError(f"{path}: token grids hold integers, this file holds {grid.dtype}.")
+        if self.grid is not None and tuple(grid.shape) != self.grid:
+            raise DataError(
+                f"{path}: token grid of shape {list(grid.shape)}, but the first training grid's "
+                f"shape is {list(self.grid)}. The grids come from different tokenizers or "
+                f"ROIs; extract them all with one tokenizer into a fresh folder."
+            )
         if grid.size and (grid.min() < 0 or grid.max() >= self.num_embeddings):
             raise DataError(
                 f"{path}: token {int(grid.max()) if grid.max() >= self.num_embeddings else int(grid.min())} "
@@ -116,4 +125,4 @@ class TokenDataset(DataSource):
         return space or None
 
     def split(self, name: str, train: bool = False) -> TokenGrids:
-        return TokenGrids(self._files(name), self.num_embeddings)
+        return TokenGrids(self._files(name), self.num_embeddings, self.grid)

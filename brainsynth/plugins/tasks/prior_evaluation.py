@@ -69,7 +69,7 @@ def _sample_files(folder: Path) -> tuple[list[Path], list[dict[str, Any]]]:
 
 def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[str, Any]:
     """Evaluate the run's samples against real brains; write the evaluation files."""
-    files, conditions = _sample_files(run.directory / config["samples"])
+    files, conditions = _sample_files(run.path(config["samples"], "evaluation.samples"))
     tokenizer = parts.tokenizer
     if tokenizer.recipe is None:
         raise RunError(f"{tokenizer.directory}: the tokenizer's recipe is unknown, so its real brains are too.")

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from brainsynth.core.runner import Run
+from brainsynth.core.files import temporary_path
 
 from .prior_parts import PriorParts, image_space
 from .volumes import write_nifti
@@ -49,7 +50,7 @@ def token_log_likelihood(parts: PriorParts, batch: dict[str, Any], device: torch
 
 def write_likelihood_maps(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[str, Any]:
     """Score every subject of the chosen splits; write the maps and a csv per split."""
-    out_root = run.directory / config["output"]
+    out_root = run.path(config["output"], "likelihood.output")
     summary: dict[str, Any] = {}
     for split in config["splits"] or parts.data.splits:
         dataset = parts.dataset(split)
@@ -63,7 +64,7 @@ def write_likelihood_maps(run: Run, parts: PriorParts, config: dict[str, Any]) -
                 maps = token_log_likelihood(parts, batch, run.device).cpu()
                 for position, subject in enumerate(batch["subject"]):
                     grid_map = maps[position]
-                    tmp = folder / "grid" / f".{subject}.npy.tmp"
+                    tmp = temporary_path(folder / "grid" / f"{subject}.npy")
                     with open(tmp, "wb") as handle:
                         np.save(handle, grid_map.numpy().astype(np.float32))
                     tmp.replace(folder / "grid" / f"{subject}.npy")
@@ -82,7 +83,7 @@ def write_likelihood_maps(run: Run, parts: PriorParts, config: dict[str, Any]) -
             torch.distributed.all_gather_object(gathered, rows)
             rows = sorted((r for part in gathered for r in part), key=lambda r: r["subject"])
         if run.dist.is_main and rows:
-            tmp = out_root / f".{split}.csv.tmp"
+            tmp = temporary_path(out_root / f"{split}.csv")
             with open(tmp, "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
                 writer.writeheader()

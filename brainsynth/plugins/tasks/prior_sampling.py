@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from brainsynth.core.errors import RecipeError, RunError
+from brainsynth.core.files import temporary_path
 from brainsynth.core.runner import Run
 from brainsynth.core.sampling import check_guidance, sample
 
@@ -139,7 +140,7 @@ def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
     if folder.exists() and any(folder.iterdir()):
         raise RunError(f"{folder} exists and is not a samples folder; set sample.output to a new folder.")
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = manifest.with_suffix(".json.tmp")
+    tmp = temporary_path(manifest)
     tmp.write_text(text)
     tmp.replace(manifest)
     columns = list(dict.fromkeys(c for row in record["conditions"] for c in row))
@@ -175,7 +176,7 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
     conditions = sample_conditions(parts, config)
     if config["guidance_scale"] == 0 and any(conditions):
         run.say("sample: guidance_scale 0 draws from the unconditional (null) branch; the given values are not used.")
-    folder = run.directory / config["output"]
+    folder = run.path(config["output"], "sample.output")
     if run.dist.is_main:
         _claim_folder(folder, _settings(parts, config, seed, conditions))
     if run.dist.is_distributed:
@@ -214,7 +215,7 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
                 volumes = tokenizer.network.decode_tokens(grids).float()
             for position, index in enumerate(indices):
                 name = sample_name(index)
-                tmp = folder / "tokens" / f".{name}.npy.tmp"
+                tmp = temporary_path(folder / "tokens" / f"{name}.npy")
                 with open(tmp, "wb") as handle:
                     np.save(handle, grids[position].cpu().numpy().astype(np.uint16))
                 tmp.replace(folder / "tokens" / f"{name}.npy")

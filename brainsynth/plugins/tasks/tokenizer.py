@@ -15,6 +15,7 @@ import torch
 
 from brainsynth.core.checkpoint import load_checkpoint
 from brainsynth.core.errors import DataError, RunError
+from brainsynth.core.files import is_data_file, temporary_path, write_nifti_atomic
 from brainsynth.core.runner import Run
 from brainsynth.core.task import Section, Task
 from brainsynth.core.loop import LoopConfig, Position, Trained, TrainingLoop, evaluation_due
@@ -98,9 +99,7 @@ def _affine(image: torch.Tensor, index: int) -> np.ndarray:
 def _write_nifti(path: Path, volume: torch.Tensor, affine: np.ndarray) -> None:
     array = volume.detach().float().cpu().numpy()
     array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
-    tmp = path.with_name(path.name + ".tmp.nii.gz")
-    nib.save(nib.Nifti1Image(array.astype(np.float32), affine), tmp)
-    tmp.replace(path)
+    write_nifti_atomic(path, nib.Nifti1Image(array.astype(np.float32), affine))
 
 
 class TokenizerTask(Task):
@@ -315,7 +314,7 @@ class TokenizerTask(Task):
                     grid = list(tokens.shape)
                     affine = _affine(item["image"], 0)
                     affines[item["subject"]] = affine.tolist()
-                    tmp = folder / f".{item['subject']}.npy.tmp"
+                    tmp = temporary_path(folder / f"{item['subject']}.npy")
                     with open(tmp, "wb") as handle:
                         np.save(handle, tokens)
                     tmp.replace(folder / f"{item['subject']}.npy")
@@ -346,7 +345,7 @@ class TokenizerTask(Task):
         network = self._network(run)
         state = self._load_trained(run, network)
         source = Path(run.recipe["outputs"]["tokens"] or run.directory / "tokens")
-        files = sorted(source.rglob("*.npy")) if source.is_dir() else []
+        files = sorted(p for p in source.rglob("*.npy") if is_data_file(p)) if source.is_dir() else []
         if not files:
             raise DataError(f"{source}: no .npy token grids to decode; set outputs.tokens to a folder of them.")
         space = state["extra"].get("space") or {}

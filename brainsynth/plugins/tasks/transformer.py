@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from brainsynth.core import distributed
 from brainsynth.core.checkpoint import load_checkpoint, read_checkpoint
 from brainsynth.core.errors import RecipeError, RunError
+from brainsynth.core.files import relative_inside
 from brainsynth.core.loop import LoopConfig, Position, TrainingLoop, evaluation_due
 from brainsynth.core.runner import Run
 from brainsynth.core.task import Section, Task
@@ -59,6 +60,12 @@ class TransformerTask(Task):
         "evaluation": Section(schema=EvaluationConfig),
     }
     modes = ("train", "sample", "likelihood", "evaluate")
+
+    @classmethod
+    def check_recipe(cls, recipe, registry) -> None:
+        """Folders the modes write must stay inside the run directory."""
+        for key in (("sample", "output"), ("likelihood", "output"), ("evaluation", "samples")):
+            relative_inside(recipe[key[0]][key[1]], ".".join(key), recipe.origins(key))
 
     def run(self, run: Run) -> dict[str, Any]:
         return getattr(self, run.mode)(run)

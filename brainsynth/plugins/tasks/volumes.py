@@ -8,6 +8,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from brainsynth.core.files import temporary_path, write_nifti_atomic
+
 
 def mid_slices(volume: torch.Tensor | np.ndarray) -> np.ndarray:
     """[C, X, Y, Z] (or [X, Y, Z]) -> one [H, W] image of the three central slices side by side, in [0, 1]."""
@@ -25,9 +27,7 @@ def write_nifti(path: Path, volume: torch.Tensor | np.ndarray, affine: np.ndarra
     array = volume.detach().float().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
     if array.ndim == 4:
         array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
-    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
-    nib.save(nib.Nifti1Image(array.astype(np.float32), np.asarray(affine, dtype=np.float64)), tmp)
-    tmp.replace(path)
+    write_nifti_atomic(path, nib.Nifti1Image(array.astype(np.float32), np.asarray(affine, dtype=np.float64)))
 
 
 PREVIEW_HEIGHT = 192
@@ -43,6 +43,6 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
     factor = max(1, -(-PREVIEW_HEIGHT // max(image.shape[0], 1)))
     image = np.kron(image, np.ones((factor, factor), dtype=image.dtype)) if factor > 1 else image
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    mpimg.imsave(tmp, np.clip(image, 0, 1), cmap="gray", vmin=0.0, vmax=1.0)
+    tmp = temporary_path(path)
+    mpimg.imsave(tmp, np.clip(image, 0, 1), cmap="gray", vmin=0.0, vmax=1.0, format="png")
     tmp.replace(path)
