@@ -280,7 +280,7 @@ class TokenizerTask(Task):
             if run.dist.is_main:
                 out_dir.mkdir(exist_ok=True)
                 rows = evaluation["rows"]
-                with open(out_dir / f"{split}.csv", "w", newline="") as handle:
+                with open(run.path(out_dir / f"{split}.csv", "outputs.splits"), "w", newline="") as handle:
                     writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
                     writer.writeheader()
                     writer.writerows(rows)
@@ -300,8 +300,8 @@ class TokenizerTask(Task):
             raise RunError(f"a codebook of {network.num_embeddings} codes does not fit uint16 tokens.")
         counts = {}
         for split in outputs["splits"] or data.splits:
-            folder = run.directory / "tokens" / split
-            recon_folder = run.directory / "reconstructions" / split
+            folder = run.path(Path("tokens") / split, "outputs.splits")
+            recon_folder = run.path(Path("reconstructions") / split, "outputs.splits")
             dataset = data.split(split, train=False)
             affines, grid = {}, None
             folder.mkdir(parents=True, exist_ok=True)
