@@ -3,6 +3,10 @@
 The run directory is ``<experiment.root>/<experiment.name>/``. A mode that creates a run
 (``train``) refuses an existing directory unless ``--resume``; the other modes (extract, sample,
 ...) work inside a run that exists. The resolved recipe is saved in the directory.
+
+Every start of a mode first removes the temporary files that interrupted writes left in the run
+(`files.remove_leftovers`), and an OS error during a run (unwritable folder, full disk) is
+reported as one `RunError` line, like a user error.
 """
 
 from __future__ import annotations
