@@ -70,3 +70,11 @@ def write_token_grids(folder: Path, count: int = 6, grid=(3, 4, 2), num_embeddin
 @pytest.fixture
 def token_grids(tmp_path) -> Path:
     return write_token_grids(tmp_path / "tokens")
+
+
+def one_line_error(result) -> str:
+    """The CLI refused with exit 2 and exactly one 'error: ...' line, no traceback; returns that line."""
+    assert result.code == 2, result
+    assert result.err.count("\n") == 1 and result.err.startswith("error: "), result.err
+    assert "Traceback" not in result.err
+    return result.err

@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
+from test_transformer_task import TOKENIZER  # the same tiny tokenizer run
 
 from brainsynth.core.errors import DataError, RecipeError
 from brainsynth.core.prior import null_values
@@ -219,23 +220,6 @@ def test_partial_and_unconditional_sampling_and_refusals():
 
 # ------------------------------------------------------------------------------------------------
 # the recipe side, end to end
-TOKENIZER = """\
-task: tokenizer
-experiment: {{name: tok, root: {root}}}
-seed: 1
-data: {{name: nifti, train: {cohort}/train.tsv, val: {cohort}/val.tsv, roi: [48, 56, 48], cache: memory,
-       conditioning_table: {cohort}/conditioning.tsv}}
-network:
-  name: baseline_vqvae
-  channels: 8
-  levels: 3
-  num_res_layers: 1
-  embedding_dim: 4
-  codebook: {{name: ema, num_embeddings: 16}}
-loss: {{name: mse}}
-optimizer: {{lr: 0.003}}
-train: {{epochs: 1, batch_size: 4, log_every: 1}}
-"""
 
 PRIOR = """\
 task: transformer

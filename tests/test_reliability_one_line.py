@@ -9,19 +9,13 @@ import sys
 import numpy as np
 import pytest
 from _toy_plugin import ToyPlugin, recipe_text
-from conftest import write_token_grids
+from conftest import one_line_error, write_token_grids
 
 
 @pytest.fixture
 def toy(extra_plugin):
     extra_plugin(ToyPlugin, "toy-dist:toy")
 
-
-def one_line_error(result) -> str:
-    assert result.code == 2, result
-    assert result.err.count("\n") == 1 and result.err.startswith("error: "), result.err
-    assert "Traceback" not in result.err
-    return result.err
 
 
 def tree(folder):

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import pytest
 from _toy_plugin import ToyPlugin, recipe_text
+from conftest import one_line_error
 
 
 @pytest.fixture
 def toy(extra_plugin):
     extra_plugin(ToyPlugin, "toy-dist:toy")
 
-
-def one_line_error(result) -> str:
-    assert result.code == 2, result
-    assert result.err.count("\n") == 1 and result.err.startswith("error: "), result.err
-    assert "Traceback" not in result.err
-    return result.err
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", "/abs/run", ".", "..", "''"])
