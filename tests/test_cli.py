@@ -17,6 +17,7 @@ def toy(extra_plugin):
     extra_plugin(ToyPlugin, "toy-dist:toy")
 
 
+@pytest.mark.slow
 def test_version_and_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "brainsynth", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "brainsynth, version" in result.stdout
@@ -42,6 +43,7 @@ def test_user_error_is_one_line_exit_2(toy, run_cli, tmp_path, token_grids):
     assert f"{recipe}:6: network.dimm: unknown key" in result.err and "Traceback" not in result.err
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("task: transformer\nexperiment: {name: x}\ntrian: {epochs: 1}\n")

@@ -297,6 +297,7 @@ def data_paths(cohort: Path, runs: Path) -> list[str]:
             "--set", f"experiment.root={runs}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["ukb", "adni"])
 def test_converted_tokenizer_trains_an_epoch_unedited(dataset, run_cli, tmp_path, tiny_cohort):  # noqa: F811
     """The VQ-VAE scripts, converted, train with only data paths and (for CPU speed) sizes set."""

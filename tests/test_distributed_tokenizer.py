@@ -19,6 +19,8 @@ from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
 from brainsynth.core.checkpoint import read_checkpoint
 from brainsynth.core.loop import epoch_indices
 
+pytestmark = pytest.mark.slow  # subprocesses / several processes
+
 
 def recipe(train: Path, root: Path, name: str, *, epochs=1, batch_size=2, optimizer="{name: sgd, lr: 0.1}", extra="") -> str:
     """A tiny VQ-VAE + PatchGAN with the adaptive adversarial weight: every part DDP has to get right."""

@@ -14,6 +14,8 @@ from conftest import write_token_grids
 
 from brainsynth.core.checkpoint import read_checkpoint
 
+pytestmark = pytest.mark.slow  # subprocesses / several processes
+
 
 def recipe(
     tokens: Path, table: Path, root: Path, name: str, *, batch_size: int, epochs: int = 1, extra: str = "",

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import write_token_grids
 
+pytestmark = pytest.mark.slow  # subprocesses / several processes
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "brainsynth-example-plugin"
 
 

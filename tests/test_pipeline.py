@@ -34,6 +34,7 @@ def test_demo_recipe_validates(run_cli):
     assert result.code == 0, result
 
 
+@pytest.mark.slow
 def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path, run_cli, tiny_cohort):  # noqa: F811
     recipe = tmp_path / "demo.yaml"
     recipe.write_text(yaml.safe_dump(tiny_demo(tiny_cohort, tmp_path / "runs")))

@@ -93,6 +93,7 @@ def test_token_grids_of_mixed_shapes_are_one_line(toy, run_cli, tmp_path):
     assert not (tmp_path / "runs" / "toy").exists()
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback_of_an_os_error(tmp_path, token_grids):
     """The CLI in a fresh process (the toy plugin is not installed there): a file as experiment.root."""
     root = tmp_path / "file-root"

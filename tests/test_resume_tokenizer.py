@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import random
 
+import pytest
 import torch
 from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
 from _kill import run_and_kill
 
 from brainsynth.core.checkpoint import read_checkpoint
+
+pytestmark = pytest.mark.slow  # subprocesses / several processes
 
 
 def recipe(cohort, train, root, name: str) -> str:
