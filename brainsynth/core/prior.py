@@ -177,3 +177,10 @@ def sequence_length_of(ordering: Ordering | None, max_seq_len: int | None, owner
     if max_seq_len is None:
         raise RecipeError(f"{owner}: the engine must supply the ordering or max_seq_len.")
     return int(max_seq_len)
+
+
+def require_positive(owner: str, **sizes: int) -> None:
+    """A RecipeError naming the first of `sizes` (recipe key -> value) that is not positive."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise RecipeError(f"{owner}: {name} must be positive, got {value}.")

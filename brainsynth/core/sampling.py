@@ -114,6 +114,24 @@ def rotary_matrices(inv_freq: torch.Tensor, length: int, dim_head: int) -> torch
     return matrices
 
 
+def feed_forward_step(
+    x: torch.Tensor,
+    up: torch.Tensor,
+    up_bias: torch.Tensor | None,
+    down: torch.Tensor,
+    down_bias: torch.Tensor | None,
+    glu: bool,
+) -> torch.Tensor:
+    """One feed-forward sub-layer on normed inputs: up, GELU (or GLU: value * gelu(gate)), down."""
+    hidden = F.linear(x, up, up_bias)
+    if glu:
+        value, gate = hidden.chunk(2, dim=-1)
+        hidden = value * F.gelu(gate)
+    else:
+        hidden = F.gelu(hidden)
+    return F.linear(hidden, down, down_bias)
+
+
 # --------------------------------------------------------------------------------------------
 # Decoders
 # --------------------------------------------------------------------------------------------
@@ -245,13 +263,7 @@ class CachedDecoder:
                 out = F.linear(out, w_out)
             else:
                 _, norm, up, up_bias, down, down_bias, glu, post = layer
-                hidden = F.linear(normalise(x, norm), up, up_bias)
-                if glu:
-                    value, gate = hidden.chunk(2, dim=-1)
-                    hidden = value * F.gelu(gate)
-                else:
-                    hidden = F.gelu(hidden)
-                out = F.linear(hidden, down, down_bias)
+                out = feed_forward_step(normalise(x, norm), up, up_bias, down, down_bias, glu)
             if post is not None:
                 out = normalise(out, post)
             x = x + out

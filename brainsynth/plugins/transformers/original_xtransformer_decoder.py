@@ -22,6 +22,7 @@ from torch import nn
 
 from brainsynth.core.errors import DataError
 from brainsynth.core.prior import ConditioningValues
+from brainsynth.core.sampling import feed_forward_step
 
 from .original_xtransformer_layers import (
     Attention,
@@ -86,7 +87,7 @@ class OriginalXTransformerDecoder:
         device, dtype = weight.device, weight.dtype
         self.prior = prior
         self.batch_size = batch_size
-        vectors = prior.condition_vectors(conditioning)
+        vectors = prior.condition(conditioning)
         if vectors is not None:
             if vectors.shape[0] != batch_size:
                 raise DataError(f"conditioning has {vectors.shape[0]} rows for a batch of {batch_size}.")
@@ -260,13 +261,7 @@ class OriginalXTransformerDecoder:
                 out = step.project_out(out)
             else:
                 up, up_bias, glu, down, down_bias = step.weights
-                hidden = F.linear(normed, up, up_bias)
-                if glu:
-                    value, gate = hidden.chunk(2, dim=-1)
-                    hidden = value * F.gelu(gate)
-                else:
-                    hidden = F.gelu(hidden)
-                out = F.linear(hidden, down, down_bias)
+                out = feed_forward_step(normed, up, up_bias, down, down_bias, glu)
             if step.gain is not None:
                 out = out * step.gain
             if step.post is not None:

@@ -20,7 +20,7 @@ from x_transformers import Decoder
 
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.ordering import Ordering
-from brainsynth.core.prior import Conditioning, ConditioningValues, Prior, sequence_length_of
+from brainsynth.core.prior import Conditioning, ConditioningValues, Prior, require_positive, sequence_length_of
 from brainsynth.core.sampling import AttentionWeights, CachedDecoder, DecoderWeights, FeedForwardWeights
 
 from .sequence_input import SequenceInput
@@ -68,9 +68,7 @@ class XTransformerPrior(Prior):
     ) -> None:
         super().__init__()
         owner = "network (xtransformer)"
-        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("attn_dim_head", attn_dim_head)):
-            if value < 1:
-                raise RecipeError(f"{owner}: {name} must be positive, got {value}.")
+        require_positive(owner, dim=dim, depth=depth, heads=heads, attn_dim_head=attn_dim_head)
         if rotary_pos_emb and (rotary_emb_dim or attn_dim_head // 2) % 2:
             raise RecipeError(f"{owner}: rotary_emb_dim must be even, got {rotary_emb_dim or attn_dim_head // 2}.")
         if rotary_emb_dim is not None and rotary_emb_dim > attn_dim_head:
