@@ -45,4 +45,7 @@ class BosReplacement(Conditioning):
         return 1
 
     def forward(self, values: ConditioningValues | None) -> torch.Tensor | None:
-        return self.embed(values or {}).sum(dim=1, keepdim=True)
+        vectors = self.embed(values or {})
+        if self.embed.order == "last_first":  # a sum has no order to honour: add in listed order, as the original did
+            vectors = vectors.flip(1)
+        return vectors.sum(dim=1, keepdim=True)

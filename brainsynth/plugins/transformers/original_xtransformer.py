@@ -20,7 +20,14 @@ from torch import nn
 
 from brainsynth.core.errors import CheckpointError, RecipeError
 from brainsynth.core.ordering import Ordering
-from brainsynth.core.prior import Conditioning, ConditioningValues, Prior, TokenDecoder, sequence_length_of
+from brainsynth.core.prior import (
+    Conditioning,
+    ConditioningValues,
+    Prior,
+    TokenDecoder,
+    require_positive,
+    sequence_length_of,
+)
 
 from .original_xtransformer_layers import (
     DIM_HEAD,
@@ -93,9 +100,7 @@ class OriginalXTransformerPrior(Prior):
     ) -> None:
         super().__init__()
         owner = "network (original_xtransformer)"
-        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("spatial_bias_max_dist", spatial_bias_max_dist)):
-            if value < 1:
-                raise RecipeError(f"{owner}: {name} must be positive, got {value}.")
+        require_positive(owner, dim=dim, depth=depth, heads=heads, spatial_bias_max_dist=spatial_bias_max_dist)
         if position_emb not in ("rotary", "fixed", "absolute", None):
             raise RecipeError(f"{owner}: position_emb must be 'rotary', 'fixed' or 'absolute', got {position_emb!r}.")
         if spatial_position_emb not in ("absolute", "fixed", None):
@@ -181,7 +186,7 @@ class OriginalXTransformerPrior(Prior):
     def forward(self, tokens: torch.Tensor, conditioning: ConditioningValues | None = None) -> torch.Tensor:
         if tokens.shape[1] > self.sequence_length:
             raise ValueError(f"sequence of {tokens.shape[1]} tokens is longer than {self.sequence_length}")
-        vectors = self.condition_vectors(conditioning)
+        vectors = self.condition(conditioning)
         x = self.token_emb(tokens)
         for spatial in self.spatial_position_emb:
             x = x + spatial(x.shape[1]).to(x)
@@ -205,23 +210,6 @@ class OriginalXTransformerPrior(Prior):
         if self.to_logits is None:
             return hidden @ self.token_emb.emb.weight.t()
         return self.to_logits(hidden)
-
-    def condition_vectors(self, conditioning: ConditioningValues | None) -> torch.Tensor | None:
-        """The conditioning vectors, in the original's arithmetic.
-
-        For BOS replacement the original adds the variable vectors one by one to zeros, in the
-        order the variables are listed; summing them in that order keeps the result bit-equal.
-        """
-        embed = getattr(self.conditioning, "embed", None)
-        if self.placement != "bos" or not hasattr(embed, "order") or not conditioning:
-            return self.condition(conditioning)  # (which raises the usual error when values are missing)
-        vectors = embed(conditioning)
-        if embed.order == "last_first":
-            vectors = vectors.flip(1)
-        total = torch.zeros_like(vectors[:, 0])
-        for k in range(vectors.shape[1]):
-            total = total + vectors[:, k]
-        return total[:, None]
 
     # -- sampling -----------------------------------------------------------------------------
     def decoder(self, batch_size: int, conditioning: ConditioningValues | None = None) -> TokenDecoder:
