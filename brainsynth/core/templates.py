@@ -1,7 +1,8 @@
 """The MNI ICBM152 2009a brain template that ships inside the nilearn wheel, and masks derived from it.
 
 The demo cohort deforms this template into subjects, and the morphology measurement reads its
-masks, so both share one definition of "ventricles" and "brain". The files are read with nibabel
+masks, so both share one definition of "ventricles", "brain" and the "medial temporal" region
+whose tissue the cohort's diagnosis wastes. The files are read with nibabel
 from the installed package folder: no download and no import of nilearn itself.
 """
 
@@ -32,6 +33,17 @@ lets the temporal horns leak into the basal cisterns."""
 VENTRICLE_CSF_THRESHOLD = 0.5
 """A voxel is ventricular CSF when 1 - P(GM) - P(WM) exceeds this inside the box."""
 
+MEDIAL_TEMPORAL_CENTRE_MM = (26.0, -20.0, -14.0)
+"""Centre of the right medial temporal ellipsoid (MNI mm); the left one mirrors it (x negated)."""
+
+MEDIAL_TEMPORAL_RADII_MM = (10.0, 22.0, 10.0)
+"""Its radii (x, y, z): hippocampus, amygdala and parahippocampal gyrus. On the template the two
+ellipsoids hold 18.4 ml, of it 12.7 ml GM, 4.4 ml WM and 1.3 ml CSF; they lie wholly inside the
+brain and outside the lateral ventricles grown by 10 mm (where ventricles are measured)."""
+
+MEDIAL_TEMPORAL_EDGE_MM = 3.0
+"""Gaussian sigma softening the ellipsoids' edges into `medial_temporal_weight`."""
+
 
 @dataclasses.dataclass(frozen=True)
 class MniTemplate:
@@ -51,6 +63,8 @@ class MniTemplate:
     """CSF probability 1 - P(GM) - P(WM) inside the brain, float32."""
     ventricles: np.ndarray
     """Lateral ventricles, bool (see `ventricle_mask`)."""
+    medial_temporal: np.ndarray
+    """Both medial temporal ellipsoids, bool (see `medial_temporal_mask`)."""
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -100,6 +114,39 @@ def ventricle_mask(csf: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return labels == (int(np.argmax(sizes)) + 1)
 
 
+def medial_temporal_mask(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """The two medial temporal ellipsoids (`MEDIAL_TEMPORAL_CENTRE_MM`, `MEDIAL_TEMPORAL_RADII_MM`), bool.
+
+    A fixed region of MNI space: the cohort records the tissue inside it and the morphology
+    measurement sums tissue fractions inside it, so truth and measurement count the same voxels.
+    """
+    world = voxel_world_coordinates(shape, affine)
+    centre, radii = np.array(MEDIAL_TEMPORAL_CENTRE_MM), np.array(MEDIAL_TEMPORAL_RADII_MM)
+    region = np.zeros(shape, dtype=bool)
+    for side in (1.0, -1.0):
+        offset = (world - (centre * [side, 1.0, 1.0])[:, None, None, None]) / radii[:, None, None, None]
+        region |= (offset**2).sum(axis=0) <= 1.0
+    return region
+
+
+def medial_temporal_weight(template: MniTemplate) -> np.ndarray:
+    """`medial_temporal` with edges softened by `MEDIAL_TEMPORAL_EDGE_MM`: about 1 inside, 0.5 on the
+    surface, 0 beyond; float32 on the template grid. Where the diagnosis wastes tissue, and how much."""
+    step = np.abs(np.diag(template.affine)[:3])
+    weight = ndimage.gaussian_filter(template.medial_temporal.astype(np.float32), MEDIAL_TEMPORAL_EDGE_MM / step)
+    return np.asarray(weight, dtype=np.float32)
+
+
+def template_mask_on_grid(mask: np.ndarray, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """A 1 mm template mask resampled (trilinear, > 0.5) onto an image grid of `shape` and `affine`."""
+    template = load_mni_template()
+    world = voxel_world_coordinates(shape, affine).reshape(3, -1)
+    to_template = np.linalg.inv(template.affine)
+    voxels = to_template[:3, :3] @ world + to_template[:3, 3:]
+    region = ndimage.map_coordinates(np.asarray(mask, dtype=np.float32), voxels, order=1, mode="constant", cval=0.0)
+    return region.reshape(shape) > 0.5
+
+
 def voxel_world_coordinates(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
     """World coordinates (mm) of every voxel centre, shape ``(3, *shape)``, float32."""
     grid = np.indices(shape, dtype=np.float32).reshape(3, -1)
@@ -118,6 +165,9 @@ def load_mni_template() -> MniTemplate:
     brain = t1 > 0
     csf = np.where(brain, np.clip(1.0 - gm - wm, 0.0, 1.0), 0.0).astype(np.float32)
     ventricles = ventricle_mask(csf, affine)
-    for array in (t1, gm, wm, brain, csf, ventricles):
+    medial_temporal = medial_temporal_mask(t1.shape, affine)
+    for array in (t1, gm, wm, brain, csf, ventricles, medial_temporal):
         array.setflags(write=False)
-    return MniTemplate(t1=t1, gm=gm, wm=wm, affine=affine, brain=brain, csf=csf, ventricles=ventricles)
+    return MniTemplate(
+        t1=t1, gm=gm, wm=wm, affine=affine, brain=brain, csf=csf, ventricles=ventricles, medial_temporal=medial_temporal
+    )

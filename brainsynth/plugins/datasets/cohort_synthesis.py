@@ -1,4 +1,4 @@
-"""Synthetic subjects from the MNI ICBM152 2009a template, with known ventricular and brain volume.
+"""Synthetic subjects from the MNI ICBM152 2009a template, with known morphology and a diagnosis.
 
 Each subject is the template seen through one smooth backward map (output point -> template
 point), composed of three parts, none of which folds space:
@@ -16,11 +16,25 @@ point), composed of three parts, none of which folds space:
    ``d`` grows with age. (A scaling about one centre point does not suit these thin, C-shaped
    cavities: it either barely enlarges them or drags the whole deep brain with them.)
 
+A subject may carry a diagnosis (1, "AD-like" neurodegeneration; 0 control), drawn with a
+probability that rises logistically with age from 10 % at 45 to 50 % at 82 (about 27 % of a
+cohort). Its regional signature moves with the subject's anatomy, being a function of the
+template point each output point shows:
+
+* medial temporal tissue loss: within `medial_temporal_weight` w (hippocampus, amygdala and
+  parahippocampal gyrus, both sides, soft-edged), a share ``f w`` of the tissue becomes CSF: the
+  GM+WM map is scaled by ``1 - f w`` and the T1 mixed towards the ventricles' CSF intensity by
+  ``f w`` (exactly what a voxel that is a tissue/CSF mixture would show). ``f`` is
+  `MEDIAL_TEMPORAL_LOSS` ± `MEDIAL_TEMPORAL_LOSS_NOISE` for diagnosed subjects, 0 for controls;
+* ventricles enlarged by a further `DIAGNOSIS_VENTRICLE_DILATION` mm.
+
 The four maps (T1, GM+WM, ventricular CSF = CSF probability inside the ventricle mask grown by
 one voxel, brain mask) are first blurred to the output spacing (Gaussian with a FWHM of the
 spacing) and then sampled once at the mapped points with trilinear interpolation. The recorded
 volumes are the sums of the warped tissue maps on the output grid, i.e. measured on what was
-written, not derived from the parameters. A smooth multiplicative bias field (MONAI
+written, not derived from the parameters; the medial temporal volume is the warped GM+WM map
+summed inside the fixed MNI region `medial_temporal_mask` resampled to the output grid (the
+region the morphology measurement reads). A smooth multiplicative bias field (MONAI
 `RandBiasField`) and Gaussian noise inside the brain complete the T1.
 """
 
@@ -35,7 +49,13 @@ import torch
 from monai.transforms import RandBiasField
 from scipy import ndimage
 
-from brainsynth.core.templates import MniTemplate, load_mni_template, voxel_world_coordinates
+from brainsynth.core.templates import (
+    MniTemplate,
+    load_mni_template,
+    medial_temporal_weight,
+    template_mask_on_grid,
+    voxel_world_coordinates,
+)
 
 AGE_RANGE = (45.0, 82.0)
 """Ages are drawn uniformly here (the UK Biobank imaging range)."""
@@ -60,6 +80,25 @@ MAX_DILATION_MM = 12.0
 FLOW_STEPS = 4
 """Midpoint (RK2) steps integrating the ventricular flow."""
 
+DIAGNOSIS_RISK_AGES = (45.0, 82.0)
+DIAGNOSIS_RISK = (0.10, 0.50)
+"""The probability of the diagnosis at those ages; logistic in age in between and beyond."""
+
+MEDIAL_TEMPORAL_LOSS_AT_45 = 0.10
+MEDIAL_TEMPORAL_LOSS_PER_YEAR = 0.003
+MEDIAL_TEMPORAL_LOSS_NOISE = 0.07
+"""Everyone's share of medial temporal tissue turned CSF (at the region's core): ageing and individual
+variation, without which a fixed region deep in tissue would hold nearly the same volume in everyone."""
+
+DIAGNOSIS_LOSS = 0.20
+DIAGNOSIS_LOSS_NOISE = 0.06
+"""What the diagnosis adds to that share."""
+
+MEDIAL_TEMPORAL_LOSS_RANGE = (0.0, 0.7)
+
+DIAGNOSIS_VENTRICLE_DILATION = 2.0
+"""Further outward movement (mm) of a diagnosed subject's ventricle walls."""
+
 BIAS_COEFFICIENTS = (-0.1, 0.1)
 NOISE_FRACTION = 0.025
 """Noise standard deviation as a fraction of the template's mean white-matter intensity."""
@@ -73,10 +112,14 @@ class SubjectVariables:
     age: float
     sex: int
     """0 female, 1 male (the UK Biobank field 31 coding)."""
+    diagnosis: int
+    """0 control, 1 "AD-like" neurodegeneration (see the module docstring)."""
     head_scale: float
     atrophy: float
     ventricle_dilation: float
     """How far (mm, at the fastest point) the ventricle walls move outwards."""
+    medial_temporal_loss: float
+    """Share ``f`` of the medial temporal tissue turned into CSF (see the module docstring)."""
     seed: int
 
 
@@ -84,7 +127,8 @@ def draw_subject(index: int, seed: int) -> SubjectVariables:
     """Subject `index` of the cohort with `seed`; independent of the cohort size.
 
     Sex alternates so that every cohort is balanced; age drives atrophy and ventricular growth,
-    each with its own noise, so the two volumes are related but not redundant.
+    each with its own noise, so the two volumes are related but not redundant. The diagnosis and
+    its severity are drawn last, so every other variable is what cohort version 1 drew.
     """
     rng = np.random.default_rng([seed, index])
     age = float(rng.uniform(*AGE_RANGE))
@@ -94,15 +138,29 @@ def draw_subject(index: int, seed: int) -> SubjectVariables:
     atrophy = max(0.0, ATROPHY_PER_YEAR * years + ATROPHY_NOISE * float(rng.standard_normal()))
     dilation = VENTRICLE_DILATION_AT_45 + VENTRICLE_DILATION_PER_YEAR * years
     dilation += VENTRICLE_DILATION_NOISE * float(rng.standard_normal())
+    image_seed = int(rng.integers(0, 2**31 - 1))
+    diagnosis = int(rng.uniform() < diagnosis_probability(age))
+    loss = MEDIAL_TEMPORAL_LOSS_AT_45 + MEDIAL_TEMPORAL_LOSS_PER_YEAR * years
+    loss += MEDIAL_TEMPORAL_LOSS_NOISE * float(rng.standard_normal())
+    loss += diagnosis * (DIAGNOSIS_LOSS + DIAGNOSIS_LOSS_NOISE * float(rng.standard_normal()))
     return SubjectVariables(
         name=f"sub-{index:04d}",
         age=round(age, 2),
         sex=sex,
+        diagnosis=diagnosis,
         head_scale=head_scale,
         atrophy=atrophy,
-        ventricle_dilation=dilation,
-        seed=int(rng.integers(0, 2**31 - 1)),
+        ventricle_dilation=dilation + DIAGNOSIS_VENTRICLE_DILATION * diagnosis,
+        medial_temporal_loss=float(np.clip(loss, *MEDIAL_TEMPORAL_LOSS_RANGE)),
+        seed=image_seed,
     )
+
+
+def diagnosis_probability(age: float) -> float:
+    """The chance of the diagnosis at `age`: logistic, through `DIAGNOSIS_RISK` at `DIAGNOSIS_RISK_AGES`."""
+    logits = [math.log(p / (1.0 - p)) for p in DIAGNOSIS_RISK]
+    slope = (logits[1] - logits[0]) / (DIAGNOSIS_RISK_AGES[1] - DIAGNOSIS_RISK_AGES[0])
+    return 1.0 / (1.0 + math.exp(-(logits[0] + slope * (age - DIAGNOSIS_RISK_AGES[0]))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +205,10 @@ class _Prepared:
     velocity_box: tuple[np.ndarray, np.ndarray]
     """World (mm) corners of the velocity grid: outside it the velocity is zero."""
     wm_intensity: float
+    csf_intensity: float
+    """The ventricles' CSF intensity in the template T1: what wasted tissue turns into."""
+    medial_temporal: torch.Tensor
+    """[1, 1, X, Y, Z] float32: `medial_temporal_weight` on the template grid (unblurred)."""
 
 
 def _grid_sample_coordinates(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
@@ -211,6 +273,8 @@ def _prepare(spacing: float) -> _Prepared:
         velocity_to_grid=_grid_sample_coordinates(velocity.shape[1:], velocity_affine),
         velocity_box=_world_box(velocity.shape[1:], velocity_affine),
         wm_intensity=float(template.t1[template.wm > 0.9].mean()),
+        csf_intensity=float(template.t1[template.ventricles & (template.csf > 0.9)].mean()),
+        medial_temporal=torch.from_numpy(medial_temporal_weight(template))[None, None],
     )
 
 
@@ -254,6 +318,13 @@ class SyntheticSubject:
     t1: np.ndarray
     ventricular_volume: float
     brain_volume: float
+    medial_temporal_volume: float
+
+
+@lru_cache(maxsize=4)
+def _medial_temporal_region(shape: tuple[int, int, int], affine_bytes: bytes) -> np.ndarray:
+    affine = np.frombuffer(affine_bytes, dtype=np.float64).reshape(4, 4)
+    return template_mask_on_grid(load_mni_template().medial_temporal, shape, affine)
 
 
 def synthesize(subject: SubjectVariables, grid: CohortGrid) -> SyntheticSubject:
@@ -262,6 +333,11 @@ def synthesize(subject: SubjectVariables, grid: CohortGrid) -> SyntheticSubject:
     points = voxel_world_coordinates(grid.shape, grid.affine).reshape(3, -1)
     source = backward_map(points, subject, prepared)
     t1, tissue, ventricles, brain = _sample(prepared.maps, source, prepared.world_to_grid).reshape(4, *grid.shape)
+    if subject.medial_temporal_loss > 0:
+        weight = _sample(prepared.medial_temporal, source, prepared.world_to_grid).reshape(grid.shape)
+        wasted = np.float32(subject.medial_temporal_loss) * weight * np.clip(brain, 0.0, 1.0)
+        tissue = tissue * (1.0 - wasted)
+        t1 = t1 * (1.0 - wasted) + np.float32(prepared.csf_intensity) * wasted
 
     bias = RandBiasField(degree=3, coeff_range=BIAS_COEFFICIENTS, prob=1.0)
     bias.set_random_state(subject.seed)
@@ -274,4 +350,5 @@ def synthesize(subject: SubjectVariables, grid: CohortGrid) -> SyntheticSubject:
         t1=t1,
         ventricular_volume=float(ventricles.sum(dtype=np.float64)) * grid.voxel_volume_ml,
         brain_volume=float(tissue.sum(dtype=np.float64)) * grid.voxel_volume_ml,
+        medial_temporal_volume=float(tissue[_medial_temporal_region(grid.shape, grid.affine.tobytes())].sum(dtype=np.float64)) * grid.voxel_volume_ml,
     )

@@ -3,9 +3,18 @@
 A cohort folder holds::
 
     images/sub-0000.nii.gz ...   T1 volumes (float32, MNI affine, sform/qform code 4)
-    conditioning.tsv             subject, age, sex, ventricular_volume, brain_volume (ml)
+    conditioning.tsv             subject, age, sex, diagnosis, ventricular_volume, brain_volume,
+                                 medial_temporal_volume (volumes in ml)
     train.tsv, val.tsv           subject lists (path, subject); a seeded, fixed split
     cohort.json                  the settings it was built with (written last)
+
+``diagnosis`` is 1 for "AD-like" neurodegeneration (0 control), more likely with age (10 % at
+45, 50 % at 82; about a quarter of a cohort): diagnosed subjects lose medial temporal tissue and
+their ventricles grow further (see `cohort_synthesis`). ``medial_temporal_volume`` is the GM+WM
+inside the fixed MNI medial temporal region, which the morphology measurement also reads. In the
+64-subject, 4 mm cohort of seed 0, 17 subjects are diagnosed; their medial temporal volume is
+12.0 ± 1.0 ml against 14.6 ± 0.9 ml (Cohen's d -3.0), their ventricles 38 ± 6 ml against
+25 ± 8 ml (d 1.8).
 
 A folder whose ``cohort.json`` matches the requested settings is reused as it is; building the
 same settings again gives byte-identical volumes. The cohort is built into a temporary sibling
@@ -34,10 +43,12 @@ from brainsynth.core.transforms import transform_settings
 
 from .cohort_synthesis import cohort_grid, draw_subject, synthesize
 
-COHORT_VERSION = 1
-"""Bumped whenever the synthesis changes, so an old cohort is never mistaken for a new one."""
+COHORT_VERSION = 2
+"""Bumped whenever the synthesis changes, so an old cohort is never mistaken for a new one (2: the diagnosis)."""
 
-CONDITIONING_COLUMNS = ("subject", "age", "sex", "ventricular_volume", "brain_volume")
+CONDITIONING_COLUMNS = (
+    "subject", "age", "sex", "diagnosis", "ventricular_volume", "brain_volume", "medial_temporal_volume"
+)
 
 
 def cohort_settings(subjects: int, spacing: float, seed: int, val_fraction: float) -> dict:
@@ -122,8 +133,9 @@ def _write_subject(folder: Path, grid, seed: int, index: int) -> tuple[list, lis
     image.set_qform(grid.affine, code=4)
     relative = f"images/{variables.name}.nii.gz"
     nib.save(image, str(folder / relative))
-    volumes = [f"{subject.ventricular_volume:.3f}", f"{subject.brain_volume:.3f}"]
-    return [variables.name, f"{variables.age:.2f}", variables.sex, *volumes], [relative, variables.name]
+    volumes = [f"{v:.3f}" for v in (subject.ventricular_volume, subject.brain_volume, subject.medial_temporal_volume)]
+    row = [variables.name, f"{variables.age:.2f}", variables.sex, variables.diagnosis, *volumes]
+    return row, [relative, variables.name]
 
 
 def build_demo_cohort(
@@ -167,7 +179,7 @@ def build_demo_cohort(
 
 
 class DemoCohort(VolumeSource):
-    """The demo cohort: MNI-template subjects whose age, sex and morphology are known.
+    """The demo cohort: MNI-template subjects whose age, sex, diagnosis and morphology are known.
 
     Parameters (recipe keys):
         subjects: number of subjects.

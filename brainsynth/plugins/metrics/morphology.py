@@ -1,4 +1,4 @@
-"""Morphology of a T1 volume in MNI space: ventricular CSF volume and brain (GM + WM) volume, in ml.
+"""Morphology of a T1 volume in MNI space: ventricular CSF, brain (GM + WM) and medial temporal volume, in ml.
 
 The evaluation compares these between real and generated brains, so the estimate works from
 the image alone, in any grid whose affine maps to MNI millimetres (the demo cohort's grid at any
@@ -30,6 +30,9 @@ average, 0 ml for most brains).
    is as sharp as the image (`edge_sharpness`), the difference between their sums, against the
    same difference unblurred, undoes the compression; the sharp template's excess over its true
    volume is subtracted.
+6. Medial temporal volume: the GM + WM fractions summed over the foreground inside the
+   template's fixed medial temporal region (`medial_temporal_mask`, resampled to the image
+   grid), the region in which the demo cohort records it and its diagnosis wastes tissue.
 
 On the 20-subject, 4 mm test cohort (tests/test_morphology_blur.py: Gaussian blur of sigma
 voxels, the sharp cohort's contrast), ventricles follow the recorded volumes with rho 0.985,
@@ -52,7 +55,7 @@ import torch
 from scipy import ndimage
 
 from brainsynth.core.errors import DataError
-from brainsynth.core.templates import load_mni_template, voxel_world_coordinates
+from brainsynth.core.templates import load_mni_template, template_mask_on_grid, voxel_world_coordinates
 
 VENTRICLE_SEARCH_MM = 10
 """The template's lateral ventricles are dilated by this much to find enlarged ones."""
@@ -81,6 +84,7 @@ class Morphology:
 
     ventricular_volume: float
     brain_volume: float
+    medial_temporal_volume: float
 
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
@@ -155,24 +159,27 @@ def _dilated_ventricles() -> np.ndarray:
     return ndimage.binary_dilation(template.ventricles, structure, iterations=iterations).astype(np.float32)
 
 
-def _template_mask(mask: np.ndarray, shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
-    """A 1 mm template mask resampled (trilinear, > 0.5) onto an image grid of `shape` and `affine`."""
-    template = load_mni_template()
-    world = voxel_world_coordinates(shape, affine).reshape(3, -1)
-    to_template = np.linalg.inv(template.affine)
-    voxels = to_template[:3, :3] @ world + to_template[:3, 3:]
-    region = ndimage.map_coordinates(mask, voxels, order=1, mode="constant", cval=0.0)
-    return region.reshape(shape) > 0.5
-
-
 @lru_cache(maxsize=8)
 def _ventricle_region(shape: tuple[int, int, int], affine_bytes: bytes) -> np.ndarray:
-    return _template_mask(_dilated_ventricles(), shape, np.frombuffer(affine_bytes, dtype=np.float64).reshape(4, 4))
+    affine = np.frombuffer(affine_bytes, dtype=np.float64).reshape(4, 4)
+    return template_mask_on_grid(_dilated_ventricles(), shape, affine)
 
 
 def ventricle_region(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
     """Where ventricles are searched in an image of `shape` with `affine` (bool mask)."""
     return _ventricle_region(tuple(int(s) for s in shape), np.ascontiguousarray(affine, dtype=np.float64).tobytes())
+
+
+@lru_cache(maxsize=8)
+def _medial_temporal_region(shape: tuple[int, int, int], affine_bytes: bytes) -> np.ndarray:
+    affine = np.frombuffer(affine_bytes, dtype=np.float64).reshape(4, 4)
+    return template_mask_on_grid(load_mni_template().medial_temporal, shape, affine)
+
+
+def medial_temporal_region(shape: tuple[int, int, int], affine: np.ndarray) -> np.ndarray:
+    """The template's medial temporal region on an image of `shape` with `affine` (bool mask)."""
+    key = np.ascontiguousarray(affine, dtype=np.float64).tobytes()
+    return _medial_temporal_region(tuple(int(s) for s in shape), key)
 
 
 @lru_cache(maxsize=8)
@@ -336,7 +343,7 @@ def reference_contrast(contrasts) -> TissueContrast | None:
 def measure_morphology(
     image, affine: np.ndarray | torch.Tensor | None = None, contrast: TissueContrast | None = None
 ) -> Morphology:
-    """Estimate ventricular CSF and brain volume (ml) of a T1 volume in MNI space.
+    """Estimate ventricular CSF, brain and medial temporal volume (ml) of a T1 volume in MNI space.
 
     `image` is an array or tensor ([X, Y, Z] or [1, X, Y, Z]; a MetaTensor brings its affine),
     a nibabel image or a NIfTI path. `contrast` (from sharp real brains) replaces the image's own
@@ -345,7 +352,7 @@ def measure_morphology(
     array, affine = _as_array(image, affine)
     voxel_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
     foreground, spread = foreground_mask(array)
-    nan = Morphology(ventricular_volume=float("nan"), brain_volume=float("nan"))
+    nan = Morphology(*[float("nan")] * len(dataclasses.fields(Morphology)))
     if not spread:
         return nan
     if contrast is None:
@@ -356,7 +363,9 @@ def measure_morphology(
     if means is None or not (means[0] < means[1] < means[2]):
         return nan
     csf, _, _ = tissue_fractions(array, means)
-    brain = float(((1.0 - csf) * foreground).sum(dtype=np.float64))
+    tissue = (1.0 - csf) * foreground
+    brain = float(tissue.sum(dtype=np.float64))
+    medial_temporal = float(tissue[medial_temporal_region(array.shape, affine)].sum(dtype=np.float64))
     region = ventricle_region(array.shape, affine) & foreground
     table = _blur_table(tuple(int(n) for n in array.shape), np.ascontiguousarray(affine, dtype=np.float64).tobytes())
     ventricles = _ventricle_sum(array, means, region) * voxel_ml
@@ -364,7 +373,9 @@ def measure_morphology(
     if table is not None and anchor is not None and anchor > 0:
         ventricles = table.volume(ventricles, edge_sharpness(array, foreground, anchor))
     ventricles = max(0.0, ventricles)
-    return Morphology(ventricular_volume=ventricles, brain_volume=brain * voxel_ml)
+    return Morphology(
+        ventricular_volume=ventricles, brain_volume=brain * voxel_ml, medial_temporal_volume=medial_temporal * voxel_ml
+    )
 
 
 def measure_many(
