@@ -143,5 +143,37 @@ def test_evaluate_samples_has_the_calibrated_metrics_by_default(tiny_cohort):  #
 def test_unconditioned_samples_still_get_the_distribution_numbers(tiny_cohort):  # noqa: F811
     paths = sorted((tiny_cohort / "images").glob("*.nii.gz"))
     summary, _, _ = evaluate_samples(paths[:5], paths[5:10], None, metrics=[{"name": "morphology_preservation"}])
-    assert set(summary) == {"ventricular_volume_wasserstein", "brain_volume_wasserstein", "volume_wasserstein_joint"}
+    assert set(summary) == {
+        "ventricular_volume_wasserstein", "brain_volume_wasserstein", "medial_temporal_volume_wasserstein",
+        "volume_wasserstein_joint",
+    }
     assert all(np.isfinite(v) and v > 0 for v in summary.values())
+
+
+def test_samples_conditioned_on_the_diagnosis_are_compared_with_real_brains_by_effect_size(tiny_cohort):  # noqa: F811
+    with open(tiny_cohort / "conditioning.tsv") as handle:
+        table = list(csv.DictReader(handle, delimiter="\t"))
+    paths = [tiny_cohort / "images" / f"{row['subject']}.nii.gz" for row in table]
+    # seed 3 diagnoses subjects 2, 5, 7, 9 and 13: "samples" (real brains conditioned on their own
+    # diagnosis) hold 2 diagnosed of 6, the real brains 3 of 7
+    chosen, real = [0, 1, 2, 3, 5, 6], [7, 8, 9, 10, 11, 13, 14]
+    conditions = [{"diagnosis": table[i]["diagnosis"], "age": table[i]["age"]} for i in chosen]
+    summary, rows, notes = evaluate_samples(
+        [paths[i] for i in chosen], [paths[i] for i in real], conditions,
+        reference_conditioning=[{"diagnosis": table[i]["diagnosis"]} for i in real],
+        metrics=[{"name": "morphology_preservation"}],
+    )
+    key = "diagnosis_effect_medial_temporal_volume"
+    assert summary[f"{key}_samples"] < -1.0 and summary[f"{key}_real"] < -1.0  # diagnosed brains have less
+    assert summary[f"{key}_ratio"] == pytest.approx(summary[f"{key}_samples"] / summary[f"{key}_real"])
+    assert "diagnosis_effect_ventricular_volume_ratio" in summary and not any(np.isnan(v) for v in summary.values())
+    assert "not computable" not in notes["diagnosis_effect"]
+    assert {row["conditioned_diagnosis"] for row in rows if row["set"] == "real"} == {0.0, 1.0}
+    # one diagnosed real brain: no real d, said in words, and no ratio
+    summary, _, notes = evaluate_samples(
+        [paths[i] for i in chosen], paths[10:16], conditions,
+        reference_conditioning=[{"diagnosis": row["diagnosis"]} for row in table[10:16]],
+        metrics=[{"name": "morphology_preservation", "variables": ["medial_temporal_volume"]}],
+    )
+    assert f"{key}_samples" in summary and f"{key}_real" not in summary and f"{key}_ratio" not in summary
+    assert "not computable for the real" in notes["diagnosis_effect"]

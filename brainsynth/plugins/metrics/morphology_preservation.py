@@ -16,6 +16,11 @@ variable, e.g. ``ventricular_volume_<suffix>``):
   brains' own ``real_spearman``, ``real_slope``, ``real_intercept``, ``real_mae``: what the
   measurement itself reaches, the ceiling for the samples.
 
+* with real brains and a two-level categorical condition (``groups``, default ``diagnosis``):
+  ``<group>_effect_<variable>_samples``, ``_real`` and ``_ratio``, Cohen's d of each measured
+  volume between its levels for the samples and for the real brains (see `group_effect`): do
+  samples conditioned on the diagnosis carry its signature, as strongly as real brains do?
+
 Samples drawn without a volume condition (unconditional, or conditioned on age alone) get
 the distribution numbers only. Samples and real brains alike are measured with the median tissue
 contrast of the real brains (`reference_contrast`): generated brains are blurrier, with no pure
@@ -34,11 +39,18 @@ from scipy import stats
 from brainsynth.core.errors import DataError
 
 from .calibration import COVERAGE_BAND_SD, calibrate, coverage, real_band
+from .group_effect import group_effects
 from .morphology import TissueContrast, measure_morphology, reference_contrast, tissue_contrast
 from .volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
 from .wasserstein import wasserstein_1d, wasserstein_joint
 
-MORPHOLOGY_VARIABLES = ("ventricular_volume", "brain_volume")
+MORPHOLOGY_VARIABLES = ("ventricular_volume", "brain_volume", "medial_temporal_volume")
+
+JOINT_VARIABLES = ("ventricular_volume", "brain_volume")
+"""The volumes of ``volume_wasserstein_joint``: the two global ones (a regional volume has its own distance)."""
+
+GROUP_VARIABLES = ("diagnosis",)
+"""Categorical conditions whose two levels are compared by default (``groups``)."""
 
 
 def agreement(conditioned: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
@@ -118,12 +130,20 @@ def distribution_values(sample_rows: list[dict], real_rows: list[dict], variable
         covered = coverage(band, *_pairs(sample_rows, variable)) if band is not None else None
         if covered is not None:
             values[f"{variable}_coverage"] = covered
-    if len(variables) > 1:
-        points = [[[r[f"measured_{v}"] for v in variables] for r in rows] for rows in (real_rows, sample_rows)]
+    joint = [v for v in JOINT_VARIABLES if v in variables]
+    if len(joint) > 1:
+        points = [[[r[f"measured_{v}"] for v in joint] for r in rows] for rows in (real_rows, sample_rows)]
         joint = wasserstein_joint(np.array(points[0]), np.array(points[1]))
         if joint is not None:
             values["volume_wasserstein_joint"] = joint[0]
     return values
+
+
+def _add_condition(rows: list[dict], volumes: VolumeSet, variable: str) -> None:
+    """Put each volume's value of `variable` (when it has one) into its row as ``conditioned_<variable>``."""
+    for row, condition in zip(rows, volumes.conditioning or []):
+        if variable in condition:
+            row[f"conditioned_{variable}"] = condition[variable]
 
 
 class MorphologyPreservation:
@@ -133,13 +153,21 @@ class MorphologyPreservation:
         variables: the conditioning variables measured on the samples (ml).
         contrast: ``real``: measure samples and real brains with the real brains' median tissue
             contrast (blur-proof); ``own``: each volume with its own tissue means (only for sharp samples).
+        groups: categorical conditions (0/1 codes, e.g. ``diagnosis``) whose two levels are compared,
+            samples against real brains, by Cohen's d of every measured volume; one that no sample
+            or real brain carries is skipped.
     """
 
     name = "morphology_preservation"
     scope = SET_SCOPE
     higher_is_better = True
 
-    def __init__(self, variables: list[str] | None = None, contrast: Literal["real", "own"] = "real") -> None:
+    def __init__(
+        self,
+        variables: list[str] | None = None,
+        contrast: Literal["real", "own"] = "real",
+        groups: list[str] | None = None,
+    ) -> None:
         variables = list(MORPHOLOGY_VARIABLES) if variables is None else list(variables)
         unknown = [v for v in variables if v not in MORPHOLOGY_VARIABLES]
         if unknown:
@@ -151,6 +179,7 @@ class MorphologyPreservation:
             raise DataError(f"morphology_preservation: contrast is 'real' or 'own', not {contrast!r}.")
         self.variables = variables
         self.contrast = contrast
+        self.groups = list(GROUP_VARIABLES) if groups is None else list(groups)
 
     def __call__(self, samples: VolumeSet, references: VolumeSet | None = None) -> SetMetricResult:
         conditioned = samples.conditioning is not None and any(
@@ -170,6 +199,12 @@ class MorphologyPreservation:
             real_rows = measure_set(references, self.variables, contrast)
             values.update(summarise_calibration(real_rows, self.variables, "_real"))
             values.update(distribution_values(rows, real_rows, self.variables))
+            for group in self.groups:
+                _add_condition(rows, samples, group)
+                _add_condition(real_rows, references, group)
+                effects, effect_notes = group_effects(rows, real_rows, group, self.variables)
+                values.update(effects)
+                notes.update(effect_notes)
             notes["volume_distribution"] = (
                 "Wasserstein-1 (scipy.stats.wasserstein_distance, ml) between real and sampled measured volumes; joint: "
                 "exact optimal transport (linear_sum_assignment on lcm-replicated points) with each volume in real SDs; "
