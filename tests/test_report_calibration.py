@@ -63,3 +63,27 @@ def test_report_carries_the_numbers_words_and_plots(tmp_path):
         assert f'src="{name}"' in page and f"({name})" in markdown, name
         image = matplotlib.image.imread(folder / name)
         assert image.shape[0] > 200 and image[..., :3].std() > 0.05, name  # drawn, not blank
+
+
+def test_the_diagnosis_effect_is_described_and_plotted_by_group(tmp_path):
+    made = []
+    for index in range(8):
+        diagnosis = index % 2
+        made.append({"set": "sample", "name": f"sample_{index}", "conditioned_diagnosis": float(diagnosis),
+                     "measured_medial_temporal_volume": 15.0 - 2.0 * diagnosis + 0.3 * index})
+        made.append({"set": "real", "name": f"real_{index}", "conditioned_diagnosis": float(diagnosis),
+                     "measured_medial_temporal_volume": 15.5 - 2.5 * diagnosis + 0.2 * index})
+    metrics = {"diagnosis_effect_medial_temporal_volume_samples": -1.6,
+               "diagnosis_effect_medial_temporal_volume_real": -2.4,
+               "diagnosis_effect_medial_temporal_volume_ratio": 0.67}
+    assert "closer to 1 is better" in describe_metric("diagnosis_effect_medial_temporal_volume_ratio")
+    assert "by diagnosis" in describe_metric("diagnosis_effect_medial_temporal_volume_ratio")
+    assert "Cohen's d" in describe_metric("diagnosis_effect_medial_temporal_volume_samples")
+    assert describe_metric("diagnosis_effect_medial_temporal_volume_real")
+    index = write_report(tmp_path / "report", ReportInputs(title="diagnosis", metrics=metrics, morphology=made,
+                                                           notes={"diagnosis_effect": "Cohen's d (pooled SD)"}))
+    page = index.read_text()
+    name = "effect_diagnosis_medial_temporal_volume.png"
+    assert f'src="{name}"' in page and "the samples carry 0.67 of the real effect" in page
+    image = matplotlib.image.imread(index.parent / name)
+    assert image.shape[0] > 200 and image[..., :3].std() > 0.05

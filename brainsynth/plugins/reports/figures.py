@@ -20,12 +20,16 @@ from matplotlib.figure import Figure
 
 from brainsynth.core.errors import DataError
 from brainsynth.plugins.metrics.calibration import COVERAGE_BAND_SD, calibrate, real_band
+from brainsynth.plugins.metrics.group_effect import cohens_d
 from brainsynth.plugins.metrics.wasserstein import wasserstein_1d, wasserstein_joint
 
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 """View name -> RAS axis the slice is taken across."""
 
-VARIABLE_LABELS = {"ventricular_volume": "Ventricular volume", "brain_volume": "Brain volume"}
+VARIABLE_LABELS = {
+    "ventricular_volume": "Ventricular volume", "brain_volume": "Brain volume",
+    "medial_temporal_volume": "Medial temporal volume",
+}
 
 
 @dataclass
@@ -243,6 +247,43 @@ def sharpness_strip(rows: Sequence[dict], path: Path) -> Path | None:
     ax.set_xticks(range(len(sets)), ticks)
     ax.set_ylabel("mean gradient magnitude inside the brain (per mm)")
     ax.set_title("Sharpness (bars: means; ratio to real, 1 = as sharp)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    _save(figure, path)
+    return path
+
+
+def group_effect_strip(rows: Sequence[dict], group: str, variable: str, path: Path) -> Path | None:
+    """Measured `variable` by the two levels of `group`, real brains then samples, with means and each set's
+    Cohen's d in the labels; None unless both sets hold the same two levels."""
+    columns, levels = [], {}
+    for label in ("real", "sample"):
+        found: dict[float, list[float]] = {}
+        for r in rows:
+            level, value = r.get(f"conditioned_{group}"), r.get(f"measured_{variable}")
+            if r.get("set") == label and level is not None and value is not None and np.isfinite(value):
+                found.setdefault(float(level), []).append(float(value))
+        levels[label] = found
+    if len(levels["real"]) != 2 or sorted(levels["real"]) != sorted(levels["sample"]):
+        return None
+    low, high = sorted(levels["real"])
+    figure = Figure(figsize=(5.6, 4.2))
+    ax = figure.subplots()
+    rng = np.random.default_rng(0)
+    names = {"real": "real", "sample": "samples"}
+    for label, colour in (("real", "0.45"), ("sample", "tab:blue")):
+        effect = cohens_d(levels[label][low], levels[label][high])
+        shown = f"d {effect:.2f}" if effect is not None else "d n/a"
+        for level in (low, high):
+            values = np.array(levels[label][level])
+            position = len(columns)
+            ax.scatter(position + rng.uniform(-0.15, 0.15, len(values)), values, s=16, color=colour, alpha=0.8)
+            ax.hlines(values.mean(), position - 0.3, position + 0.3, color="k", lw=2)
+            columns.append(f"{names[label]}\n{group} {level:g} (n={len(values)})" + (f"\n{shown}" if level == high else ""))
+    ax.set_xticks(range(len(columns)), columns, fontsize=8)
+    name = _variable_name(variable)
+    ax.set_ylabel(f"measured {name.lower()} (ml)")
+    ax.set_title(f"{name} by {group} (bars: means; d: Cohen's d, pooled SD)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     figure.tight_layout()
     _save(figure, path)

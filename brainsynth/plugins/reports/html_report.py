@@ -43,6 +43,7 @@ from brainsynth.core.errors import DataError, RunError
 from .figures import (
     AXES,
     Panel,
+    group_effect_strip,
     morphology_scatter,
     sharpness_strip,
     slice_montage,
@@ -71,7 +72,20 @@ METRIC_DESCRIPTIONS = {
                                 "samples and real brains, each volume in real SDs (lower is better, 0 = same "
                                 "distribution)",
 }
-VARIABLE_NAMES = {"ventricular_volume": "ventricular volume", "brain_volume": "brain volume"}
+VARIABLE_NAMES = {
+    "ventricular_volume": "ventricular volume", "brain_volume": "brain volume",
+    "medial_temporal_volume": "medial temporal volume",
+}
+JOINT_VARIABLES = ("ventricular_volume", "brain_volume")
+
+GROUP_EFFECT_DESCRIPTIONS = {
+    "samples": "Cohen's d of the samples' measured {name} between {group} levels (higher level minus lower, over "
+               "the pooled SD), samples grouped by their condition: the signature the samples carry",
+    "real": "the same Cohen's d on real brains, grouped by their recorded {group}: the signature to match",
+    "ratio": "samples' d / real brains' d for {name} by {group} (1 = the samples carry the real effect in full, "
+             "below 1 weakened, above 1 exaggerated; closer to 1 is better)",
+}
+"""Group-effect keys (``<group>_effect_<variable>_<suffix>``) and what they are."""
 
 
 @dataclasses.dataclass
@@ -141,7 +155,22 @@ def describe_metric(key: str) -> str:
         for suffix, text in MORPHOLOGY_DESCRIPTIONS.items():
             if key == f"{variable}_{suffix}":
                 return text.format(name=name)
+        for suffix, text in GROUP_EFFECT_DESCRIPTIONS.items():
+            ending = f"_effect_{variable}_{suffix}"
+            if key.endswith(ending) and len(key) > len(ending):
+                return text.format(name=name, group=key[: -len(ending)])
     return ""
+
+
+def _effect_groups(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The (group, variable) pairs that have an effect size among the metrics, in their order."""
+    found = []
+    for key in metrics:
+        for variable in VARIABLE_NAMES:
+            ending = f"_effect_{variable}_samples"
+            if key.endswith(ending) and len(key) > len(ending):
+                found.append((key[: -len(ending)], variable))
+    return list(dict.fromkeys(found))
 
 
 def _number(value: Any) -> float | None:
@@ -225,8 +254,18 @@ def _figures(folder: Path, inputs: ReportInputs) -> list[Section]:
         name = f"distribution_{variable}.png"
         if volume_distribution(rows, variable, folder / name) is not None:
             distributions.append((name, f"Measured {label} of real brains and samples: histograms and kernel densities."))
-    if volume_joint(rows, list(VARIABLE_NAMES), folder / "distribution_joint.png") is not None:
+    if volume_joint(rows, list(JOINT_VARIABLES), folder / "distribution_joint.png") is not None:
         distributions.append(("distribution_joint.png", "Measured ventricular against brain volume, real and sampled."))
+    effects = []
+    for group, variable in _effect_groups(inputs.metrics):
+        name = f"effect_{group}_{variable}.png"
+        if group_effect_strip(rows, group, variable, folder / name) is not None:
+            ratio = _number(inputs.metrics.get(f"{group}_effect_{variable}_ratio"))
+            said = f"the samples carry {ratio:.2f} of the real effect" if ratio is not None else (
+                "the real effect could not be computed (see the notes)")
+            effects.append((name, f"Measured {VARIABLE_NAMES[variable]} by {group}, real brains and samples: a "
+                                  f"diagnosis carries its signature when the samples' groups differ as the real "
+                                  f"ones do (Cohen's d ratio near 1; here {said})."))
     sharpness = []
     if sharpness_strip(rows, folder / "sharpness.png") is not None:
         sharpness.append(("sharpness.png", "Each volume's mean gradient magnitude inside the brain; blur lowers it."))
@@ -234,6 +273,7 @@ def _figures(folder: Path, inputs: ReportInputs) -> list[Section]:
         ("Real, reconstructed and sampled brains", montages),
         ("Morphology: conditioned vs measured volume", scatters),
         ("Distributions of measured volumes", distributions),
+        ("Signature of a categorical condition: volume by group", effects),
         ("Sharpness", sharpness),
     ]
 
