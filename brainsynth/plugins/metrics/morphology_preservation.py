@@ -21,6 +21,13 @@ variable, e.g. ``ventricular_volume_<suffix>``):
   volume between its levels for the samples and for the real brains (see `group_effect`): do
   samples conditioned on the diagnosis carry its signature, as strongly as real brains do?
 
+With real brains that carry their recorded volumes (``instrument: real``, the default), every
+measurement, of samples and of real brains alike, is read through the real brains' line of
+measured on recorded volume (`calibration.fit_instrument`), so the samples' slope, MAE,
+Wasserstein and coverage are in the recorded volumes' units and the measurement's own scale is
+not charged to the model; the ``real_*`` numbers stay those of the raw measurement (the line
+itself), and each row keeps its ``raw_measured_<variable>``.
+
 Samples drawn without a volume condition (unconditional, or conditioned on age alone) get
 the distribution numbers only. Samples and real brains alike are measured with the median tissue
 contrast of the real brains (`reference_contrast`): generated brains are blurrier, with no pure
@@ -38,7 +45,7 @@ from scipy import stats
 
 from brainsynth.core.errors import DataError
 
-from .calibration import COVERAGE_BAND_SD, calibrate, coverage, real_band
+from .calibration import COVERAGE_BAND_SD, Instrument, calibrate, coverage, fit_instrument, real_band
 from .group_effect import group_effects
 from .morphology import TissueContrast, measure_morphology, reference_contrast, tissue_contrast
 from .volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
@@ -139,6 +146,33 @@ def distribution_values(sample_rows: list[dict], real_rows: list[dict], variable
     return values
 
 
+def read_through_instrument(real_rows: list[dict], row_sets: Sequence[list[dict]], variables: Sequence[str]) -> dict[str, Instrument]:
+    """Fit each variable's instrument line on `real_rows` and correct every row of `row_sets` through it.
+
+    A corrected row keeps its reading as ``raw_measured_<variable>``; variables without a usable
+    line (too few real brains with recorded values) are left as read. Returns the lines used.
+    """
+    used = {}
+    for variable in variables:
+        line = fit_instrument(*_pairs(real_rows, variable))
+        if line is None:
+            continue
+        used[variable] = line
+        for rows in row_sets:
+            for row in rows:
+                row[f"raw_measured_{variable}"] = row[f"measured_{variable}"]
+                row[f"measured_{variable}"] = line.correct(row[f"measured_{variable}"])
+    return used
+
+
+def describe_instrument(lines: dict[str, Instrument]) -> str:
+    """One line for the notes: which lines were used."""
+    return "; ".join(
+        f"{variable}: measured = {line.intercept:.3g} + {line.slope:.3g} x recorded ({line.count} real brains)"
+        for variable, line in lines.items()
+    )
+
+
 def _add_condition(rows: list[dict], volumes: VolumeSet, variable: str) -> None:
     """Put each volume's value of `variable` (when it has one) into its row as ``conditioned_<variable>``."""
     for row, condition in zip(rows, volumes.conditioning or []):
@@ -153,6 +187,9 @@ class MorphologyPreservation:
         variables: the conditioning variables measured on the samples (ml).
         contrast: ``real``: measure samples and real brains with the real brains' median tissue
             contrast (blur-proof); ``own``: each volume with its own tissue means (only for sharp samples).
+        instrument: ``real``: read every measurement through the real brains' line of measured on
+            recorded volume (when they carry recorded volumes), so volumes are in the table's
+            units; ``raw``: use the measurement as it reads.
         groups: categorical conditions (0/1 codes, e.g. ``diagnosis``) whose two levels are compared,
             samples against real brains, by Cohen's d of every measured volume; one that no sample
             or real brain carries is skipped.
@@ -167,6 +204,7 @@ class MorphologyPreservation:
         variables: list[str] | None = None,
         contrast: Literal["real", "own"] = "real",
         groups: list[str] | None = None,
+        instrument: Literal["real", "raw"] = "real",
     ) -> None:
         variables = list(MORPHOLOGY_VARIABLES) if variables is None else list(variables)
         unknown = [v for v in variables if v not in MORPHOLOGY_VARIABLES]
@@ -177,8 +215,11 @@ class MorphologyPreservation:
             )
         if contrast not in ("real", "own"):
             raise DataError(f"morphology_preservation: contrast is 'real' or 'own', not {contrast!r}.")
+        if instrument not in ("real", "raw"):
+            raise DataError(f"morphology_preservation: instrument is 'real' or 'raw', not {instrument!r}.")
         self.variables = variables
         self.contrast = contrast
+        self.instrument = instrument
         self.groups = list(GROUP_VARIABLES) if groups is None else list(groups)
 
     def __call__(self, samples: VolumeSet, references: VolumeSet | None = None) -> SetMetricResult:
@@ -193,11 +234,19 @@ class MorphologyPreservation:
             )
         contrast = set_contrast(references) if references is not None and self.contrast == "real" else None
         rows = measure_set(samples, self.variables, contrast)
-        values = summarise_calibration(rows, self.variables, "")
-        notes = {}
+        values, notes = {}, {}
         if references is not None:
             real_rows = measure_set(references, self.variables, contrast)
             values.update(summarise_calibration(real_rows, self.variables, "_real"))
+            if self.instrument == "real":
+                lines = read_through_instrument(real_rows, [rows, real_rows], self.variables)
+                if lines:
+                    notes["instrument"] = (
+                        "measured volumes (samples and real brains) read through the real brains' line of measured on "
+                        f"recorded volume, so they are in the table's units: {describe_instrument(lines)}"
+                    )
+        values = {**summarise_calibration(rows, self.variables, ""), **values}
+        if references is not None:
             values.update(distribution_values(rows, real_rows, self.variables))
             for group in self.groups:
                 _add_condition(rows, samples, group)

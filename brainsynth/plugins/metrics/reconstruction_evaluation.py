@@ -8,7 +8,8 @@ morphology are the ceiling of the samples'. Shared by the prior's ``evaluate`` m
   brain over the same real brains' (see `sharpness`; below 1, the tokenizer blurs);
 * ``<variable>_reconstructed_spearman``, ``_slope``, ``_intercept``, ``_mae``: the
   reconstructions' measured volumes (with the real brains' tissue contrast, as samples are
-  measured) against the real brains' recorded ones (see `morphology_preservation`).
+  measured) against the real brains' recorded ones, read through the real brains' instrument
+  line as the samples are (see `morphology_preservation`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .morphology_preservation import MORPHOLOGY_VARIABLES, measure_set, set_contrast, summarise_calibration
+from .morphology_preservation import (
+    MORPHOLOGY_VARIABLES,
+    describe_instrument,
+    measure_set,
+    read_through_instrument,
+    set_contrast,
+    summarise_calibration,
+)
 from .sharpness import set_sharpness, sharpness_ratio
 from .volume_sets import SetMetricResult, load_volume_set
 
@@ -29,8 +37,8 @@ def evaluate_reconstructions(
     names: Sequence[str],
 ) -> SetMetricResult:
     """Sharpness of `reconstructed` against `references` (paired, same order), and their volumes against `conditioning`."""
-    real = load_volume_set(list(references), label="real", names=names)
     rows_in = list(conditioning) if conditioning else None
+    real = load_volume_set(list(references), label="real", conditioning=rows_in, names=names)
     volumes = load_volume_set(list(reconstructed), label="reconstructed", conditioning=rows_in, names=names)
     sharpness = set_sharpness(volumes)
     values = {"sharpness_reconstructed_ratio": sharpness_ratio(sharpness, set_sharpness(real))}
@@ -39,7 +47,9 @@ def evaluate_reconstructions(
              "tokenizer / the same brains before: 1 = as sharp, < 1 blurred by the tokenizer"}
     variables = [v for v in MORPHOLOGY_VARIABLES if volumes.conditioning and any(v in r for r in volumes.conditioning)]
     if variables and len(volumes) >= 2:
-        measured = measure_set(volumes, variables, set_contrast(real))
+        contrast = set_contrast(real)
+        measured = measure_set(volumes, variables, contrast)
+        lines = read_through_instrument(measure_set(real, variables, contrast), [measured], variables)
         for row, extra in zip(rows, measured):
             row.update(extra)
         for variable in variables:
@@ -48,5 +58,6 @@ def evaluate_reconstructions(
         notes["morphology_reconstructed"] = (
             f"measure_morphology on the {len(volumes)} real brains after encode-quantise-decode by the tokenizer "
             "(with the real brains' tissue contrast) vs their table values: the ceiling of the samples' rho"
+            + (f"; read through the real brains' instrument lines ({describe_instrument(lines)})" if lines else "")
         )
     return SetMetricResult(values, rows=rows, notes=notes)

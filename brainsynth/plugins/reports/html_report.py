@@ -122,7 +122,9 @@ MORPHOLOGY_DESCRIPTIONS = {
     "slope": "least-squares slope of measured on conditioned {name} (1 = a ml asked is a ml made; below 1, the "
              "requested differences come out compressed)",
     "real_spearman": "the same ρ on real brains, recorded vs measured {name}: what the measurement reaches",
-    "real_slope": "the same slope on real brains, recorded vs measured {name}",
+    "real_slope": "the same slope on real brains, recorded vs measured {name}, as the measurement reads it (the "
+                  "instrument line: the samples' and reconstructions' volumes are read back through it, see the "
+                  "notes)",
     "reconstructed_spearman": "the same ρ on real brains after the tokenizer: the most the samples can reach ({name})",
     "reconstructed_slope": "the same slope on real brains after the tokenizer ({name})",
     "intercept": "intercept (ml) of the least-squares line of measured on conditioned {name} (0 with slope 1 = a ml "
