@@ -9,7 +9,9 @@ morphology are the ceiling of the samples'. Shared by the prior's ``evaluate`` m
 * ``<variable>_reconstructed_spearman``, ``_slope``, ``_intercept``, ``_mae``: the
   reconstructions' measured volumes (with the real brains' tissue contrast, as samples are
   measured) against the real brains' recorded ones, read through the real brains' instrument
-  line as the samples are (see `morphology_preservation`).
+  line as the samples are (see `morphology_preservation`);
+* ``<variable>_kept_spearman``, ``_slope``, ``_mae``: the same brains' measured volumes after the
+  tokenizer against before it: what the tokenizer itself keeps, whatever the measurement's error.
 """
 
 from __future__ import annotations
@@ -49,12 +51,18 @@ def evaluate_reconstructions(
     if variables and len(volumes) >= 2:
         contrast = set_contrast(real)
         measured = measure_set(volumes, variables, contrast)
-        lines = read_through_instrument(measure_set(real, variables, contrast), [measured], variables)
+        before = measure_set(real, variables, contrast)
+        lines = read_through_instrument(before, [measured, before], variables)
         for row, extra in zip(rows, measured):
             row.update(extra)
         for variable in variables:
             for key, value in summarise_calibration(measured, [variable], "").items():
                 values[key.replace(variable, f"{variable}_reconstructed", 1)] = value
+            kept = [{f"conditioned_{variable}": b[f"measured_{variable}"], f"measured_{variable}": a[f"measured_{variable}"]}
+                    for b, a in zip(before, measured)]
+            for key, value in summarise_calibration(kept, [variable], "").items():
+                if key.rsplit("_", 1)[-1] in ("spearman", "slope", "mae"):
+                    values[key.replace(variable, f"{variable}_kept", 1)] = value
         notes["morphology_reconstructed"] = (
             f"measure_morphology on the {len(volumes)} real brains after encode-quantise-decode by the tokenizer "
             "(with the real brains' tissue contrast) vs their table values: the ceiling of the samples' rho"

@@ -127,6 +127,11 @@ MORPHOLOGY_DESCRIPTIONS = {
                   "notes)",
     "reconstructed_spearman": "the same ρ on real brains after the tokenizer: the most the samples can reach ({name})",
     "reconstructed_slope": "the same slope on real brains after the tokenizer ({name})",
+    "kept_spearman": "ρ of the measured {name} of real brains after the tokenizer against before it (1 = the "
+                     "tokenizer keeps their order)",
+    "kept_slope": "slope of the measured {name} after the tokenizer on before it (1 = kept at full size; below 1, "
+                  "differences between brains shrink in the tokens)",
+    "kept_mae": "mean absolute change of the measured {name} through the tokenizer, ml (lower is better)",
     "intercept": "intercept (ml) of the least-squares line of measured on conditioned {name} (0 with slope 1 = a ml "
                  "asked is a ml made)",
     "mae": "mean absolute error of measured vs conditioned {name}, ml (lower is better, 0 = exact)",
