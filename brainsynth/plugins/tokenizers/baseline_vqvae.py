@@ -12,7 +12,6 @@ parameters, the 2048 x 32 codebook included.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -61,10 +60,6 @@ class BaselineVQVAE(Tokenizer):
         act: hidden activation.
         output_act: optional activation of the reconstruction (none in the paper).
         use_subpixel_conv: replace the last transposed conv by MONAI's sub-pixel up-sampler.
-        position_frequencies: K > 0 gives the decoder each latent cell's place in the grid: sines and
-            cosines of its normalised coordinates at K octaves (6K channels beside the codes; see
-            `position_features`). Brains registered to one space share their anatomy at each place,
-            so the codes need only carry how a brain differs there. 0 (the paper): none.
         checkpointing: recompute the residual stacks in the backward pass (activation
             checkpointing) to save memory at the cost of about one extra forward pass.
 
@@ -92,13 +87,9 @@ class BaselineVQVAE(Tokenizer):
         act: Literal["relu", "leakyrelu", "elu", "silu", "gelu"] = "relu",
         output_act: Literal["sigmoid", "tanh", "relu"] | None = None,
         use_subpixel_conv: bool = False,
-        position_frequencies: int = 0,
         checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        if position_frequencies < 0:
-            raise RecipeError(f"tokenizer 'baseline_vqvae': position_frequencies must be >= 0, got {position_frequencies}.")
-        self.position_frequencies = int(position_frequencies)
         down = list(downsample_parameters) if downsample_parameters is not None else [(4, 2, 1, 1)] * levels
         up = list(upsample_parameters) if upsample_parameters is not None else [(4, 2, 1, 0, 1)] * levels
         self._check(spatial_dims, in_channels, channels, levels, num_res_layers, down, up, embedding_dim, dropout)
@@ -111,8 +102,7 @@ class BaselineVQVAE(Tokenizer):
         self.checkpointing = checkpointing
         self.encoder = self._build_encoder(spatial_dims, in_channels, channels, num_res_layers, down, embedding_dim, dropout, act)
         self.decoder = self._build_decoder(
-            spatial_dims, in_channels, channels, num_res_layers, up,
-            embedding_dim + 2 * spatial_dims * self.position_frequencies, dropout, act, output_act, use_subpixel_conv,
+            spatial_dims, in_channels, channels, num_res_layers, up, embedding_dim, dropout, act, output_act, use_subpixel_conv
         )
         self.codebook = build_codebook(codebook, embedding_dim)
 
@@ -215,9 +205,6 @@ class BaselineVQVAE(Tokenizer):
         return self._run(self.encoder, x, input_stage=True)
 
     def decode(self, quantized: torch.Tensor) -> torch.Tensor:
-        if self.position_frequencies:
-            places = position_features(quantized.shape[2:], self.position_frequencies, quantized.dtype, quantized.device)
-            quantized = torch.cat([quantized, places.expand(quantized.shape[0], -1, *quantized.shape[2:])], dim=1)
         return self._run(self.decoder, quantized)
 
     def token_grid(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
@@ -247,22 +234,6 @@ class BaselineVQVAE(Tokenizer):
             if isinstance(weight, nn.Parameter):
                 return weight
         raise RuntimeError("the decoder has no weighted layer")
-
-
-def position_features(grid: Sequence[int], octaves: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """[1, 2 * len(grid) * octaves, *grid]: sin and cos of pi 2^k x per axis, x in [-1, 1] across the grid.
-
-    The lowest octave tells the halves of the grid apart, the highest neighbouring cells.
-    """
-    channels = []
-    for axis, size in enumerate(grid):
-        x = torch.linspace(-1.0, 1.0, int(size), device=device, dtype=torch.float32)
-        shape = [1] * len(grid)
-        shape[axis] = int(size)
-        for octave in range(octaves):
-            angle = (math.pi * 2.0**octave * x).view(shape).expand(*grid)
-            channels += [torch.sin(angle), torch.cos(angle)]
-    return torch.stack(channels)[None].to(dtype)
 
 
 def _is_stack(module: nn.Module) -> bool:
