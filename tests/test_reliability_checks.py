@@ -223,6 +223,9 @@ def test_listings_follow_tokens_json_and_report_stale_grids(runs, run_cli, capsy
         assert "2 .npy file(s) not listed in tokens.json" in result.out
         decoded = sorted(p.name for p in (runs["tok"] / "decoded" / "train").iterdir())
         assert decoded == [f"{name}.nii.gz" for name in meta["subjects"]]
+        result = run_cli("run", str(runs["tokenizer"]), "--mode", "extract", "--set", "outputs.splits=[train]")
+        assert result.code == 0, result
+        assert "warning: extract train:" in result.out and "2 .npy file(s) not listed" in result.out
     finally:
         stale.unlink()
         (train / "sub-other-grid.npy").unlink()

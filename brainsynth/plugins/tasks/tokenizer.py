@@ -340,6 +340,9 @@ class TokenizerTask(Task):
                         "tokenizer_run": str(run.directory.resolve()),
                         "conditioning_table": str(Path(table).resolve()) if table is not None else None}
                 (folder / TOKENS_META).write_text(json.dumps(meta))
+                stale = listed_grids(folder)[1]
+                if stale:
+                    run.say(f"warning: extract {split}: {stale_note(folder, stale, len(affines))}")
             counts[split] = len(affines)
             run.say(f"extract {split}: {len(affines)} token grids in {folder}")
         return {"tokens": counts}
