@@ -134,7 +134,7 @@ def test_augmentation_uses_the_originals_ranges_and_evaluation_never_augments(tm
 
 def test_items_keep_affine_subject_and_path(tmp_path):
     affine = shifted_affine(2.0)
-    source = _source(tmp_path, {"s1": np.ones((6, 6, 6), np.float32), "s2": np.zeros((6, 6, 6), np.float32)}, affine=affine, roi=[[1, 5], [0, 6], [2, 6]])
+    source = _source(tmp_path, {"s1": np.arange(216, dtype=np.float32).reshape(6, 6, 6), "s2": np.arange(216, dtype=np.float32).reshape(6, 6, 6)[::-1].copy()}, affine=affine, roi=[[1, 5], [0, 6], [2, 6]])
     item = source.split("train")[1]
     assert set(item) == {"image", "subject", "path"}
     assert item["subject"] == "s2" and item["path"].endswith("s2.nii.gz")
@@ -229,7 +229,7 @@ def test_worker_errors_reach_the_main_process_as_one_line(tmp_path):
 
 
 def test_four_d_with_one_volume_is_taken_as_three_d(tmp_path):
-    path = write_nifti(tmp_path / "x.nii.gz", np.ones((4, 5, 6, 1), np.float32))
+    path = write_nifti(tmp_path / "x.nii.gz", np.arange(120, dtype=np.float32).reshape(4, 5, 6, 1))  # not constant: that is refused
     assert tuple(_load(path).shape) == (1, 4, 5, 6)
     assert nib.load(str(path)).ndim == 4
 

@@ -80,7 +80,7 @@ def test_dry_run_token_grid_follows_the_roi(at_repo_root, run_cli):
     _, summary = _dry_run(run_cli, "recipes/ukb_vqvae.yaml", "--set", "data.roi=[96, 128, 96]")
     assert summary["token_grid"] == [6, 8, 6]
     result = run_cli("run", "recipes/ukb_vqvae.yaml", "--dry-run", "--set", "data.roi=[100, 128, 96]")
-    assert result.code == 2 and "does not survive encoding and decoding" in result.err
+    assert result.code == 2 and "data.roi: 100x128x96 is not divisible by the network's total down-sampling 16" in result.err
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from monai.transforms import Compose, apply_transform
 
 from .errors import DataError, RecipeError
 from .files import is_data_file
+from .logging import warn
 from .schema import did_you_mean
 from .transforms import (
     IMAGE_KEY,
@@ -43,6 +44,7 @@ from .transforms import (
     VolumeError,
     find_brainsynth_error,
     finishing_transforms,
+    is_constant_volume,
     preprocessing_transforms,
 )
 
@@ -260,10 +262,14 @@ class VolumeSource(DataSource):
         cache: CacheMode = "none",
         cache_dir: str | os.PathLike | None = None,
         conditioning_table: str | os.PathLike | None = None,
+        skip_constant: bool = False,
     ) -> None:
         if cache not in ("none", "memory", "disk"):
             raise RecipeError(f"cache: expected 'none', 'memory' or 'disk', got {cache!r}.")
         self._splits = {name: list(subjects) for name, subjects in splits.items()}
+        self.skip_constant = skip_constant
+        """Leave out volumes whose voxels all hold one value, with a warning (else they are an error)."""
+        self._checked: set[str] = set()
         self.settings = settings
         self.cache = cache
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -282,7 +288,27 @@ class VolumeSource(DataSource):
                 f"this dataset has no '{name}' split; it has: {', '.join(self._splits)}. "
                 f"Add '{name}:' to the recipe's data block."
             )
+        if self.skip_constant and name not in self._checked:
+            self._splits[name] = self._without_constant(name, self._splits[name])
+            self._checked.add(name)
         return list(self._splits[name])
+
+    @staticmethod
+    def _without_constant(name: str, subjects: list[Subject]) -> list[Subject]:
+        """`subjects` less those whose volume is constant (each file read once, when first listed)."""
+        kept, skipped = [], []
+        for subject in subjects:
+            try:
+                constant = is_constant_volume(subject.path)
+            except Exception:  # noqa: BLE001 - unreadable files are reported by the loader, in its words
+                constant = False
+            (skipped if constant else kept).append(subject)
+        if skipped:
+            names = ", ".join(str(s.path) for s in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+            warn(f"{name}: {len(skipped)} constant volume(s) left out (data.skip_constant): {names}")
+            if not kept:
+                raise DataError(f"{name}: every volume of this split is constant ({names}); nothing is left to use.")
+        return kept
 
     def split(self, name: str, train: bool = False) -> torch.utils.data.Dataset:
         key = (name, bool(train))
@@ -398,6 +424,10 @@ class VariableMapping:
     scale: float = 1.0
     knots: list[float] | None = None
     quantiles: list[float] | None = None
+    minimum: float | None = None
+    """A continuous variable's smallest training value (None in mappings saved before it was kept)."""
+    maximum: float | None = None
+    """A continuous variable's largest training value."""
 
     @property
     def column(self) -> str:
@@ -431,18 +461,19 @@ class VariableMapping:
                 f"{where}: column '{variable.column}' has a single value over the training subjects, so it "
                 "cannot condition anything. Drop the variable or check the table."
             )
+        span = {"minimum": float(numbers.min()), "maximum": float(numbers.max())}
         if variable.equalize:
             ordered = np.sort(numbers)
             knots, first = np.unique(ordered, return_index=True)
             counts = np.diff(np.append(first, ordered.size))
             mean_rank = first + (counts - 1) / 2.0
-            return cls(variable, knots=knots.tolist(), quantiles=(mean_rank / (ordered.size - 1)).tolist())
+            return cls(variable, knots=knots.tolist(), quantiles=(mean_rank / (ordered.size - 1)).tolist(), **span)
         if variable.normalize == "minmax":
-            return cls(variable, offset=float(numbers.min()), scale=float(numbers.max() - numbers.min()))
+            return cls(variable, offset=float(numbers.min()), scale=float(numbers.max() - numbers.min()), **span)
         if variable.normalize == "zscore":
-            return cls(variable, offset=float(numbers.mean()), scale=float(numbers.std()))
+            return cls(variable, offset=float(numbers.mean()), scale=float(numbers.std()), **span)
         if variable.normalize == "none":
-            return cls(variable)
+            return cls(variable, **span)
         raise RecipeError(
             f"conditioning variable '{variable.column}': normalize must be 'minmax', 'zscore' or 'none', "
             f"got {variable.normalize!r}."
@@ -485,7 +516,24 @@ class VariableMapping:
             "scale": self.scale,
             "knots": self.knots,
             "quantiles": self.quantiles,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
         }
+
+    def outside_training_range(self, values: Sequence[Any]) -> str | None:
+        """A sentence naming the given values outside the training range, or None (always None for
+        categorical variables, whose unseen levels `encode` refuses, and for older mappings)."""
+        if self.levels is not None or self.minimum is None or self.maximum is None:
+            return None
+        numbers = [_as_number(v, self.column, "sample-time values") for v in values]
+        outside = sorted({n for n in numbers if n < self.minimum or n > self.maximum})
+        if not outside:
+            return None
+        shown = ", ".join(f"{n:g}" for n in outside[:5]) + (", ..." if len(outside) > 5 else "")
+        return (
+            f"'{self.column}' = {shown} lies outside the prior's training range [{self.minimum:g}, {self.maximum:g}]; "
+            f"the prior never saw such values, so these samples extrapolate."
+        )
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any]) -> VariableMapping:
@@ -750,6 +798,16 @@ class ConditioningTable:
                 column[given] = m.encode([rows[i][m.column] for i in given], where="sample-time values")
             columns.append(column)
         return _stack(columns, len(rows))
+
+    def outside_training_range(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        """One sentence per continuous variable with given values outside its training range."""
+        notes = []
+        for m in self.mappings:
+            given = [row[m.column] for row in rows if m.column in row and not _is_missing(row[m.column])]
+            note = m.outside_training_range(given) if given else None
+            if note:
+                notes.append(note)
+        return notes
 
     def decode(self, codes: torch.Tensor | Sequence[float]) -> dict[str, Value]:
         """Raw values from one code vector [V] (the inverse of `encode`)."""

@@ -155,3 +155,8 @@ def progress(iterable: Iterable[T], total: int | None, desc: str, enabled: bool 
         for item in iterable:
             yield item
             bar.update()
+
+
+def warn(message: str) -> None:
+    """One ``warning: ...`` line on stderr, for data sources and helpers that hold no run."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)

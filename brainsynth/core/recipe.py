@@ -1,8 +1,9 @@
 """Recipes: YAML -> a validated, fully resolved `Recipe`.
 
 * YAML is read with ``yaml.safe_load`` only; a ``!!python/...`` tag is an error.
-* ``extends: base.yaml`` (a path relative to the recipe, or a list of them) is deep-merged under
-  the recipe: mappings merge key by key, anything else is replaced. Cycles are detected.
+* ``extends: base.yaml`` (one path, relative to the recipe) is deep-merged under the recipe:
+  mappings merge key by key, anything else is replaced. A base may extend another; cycles are
+  detected. A list of bases is refused, so that their order never decides a key silently.
 * ``--set a.b=value`` overrides any key; the value is parsed as YAML (``8`` is an int,
   ``[1, 2]`` a list, ``null`` None).
 * Every section is validated against its task's declaration and every ``{name: ...}`` block
@@ -163,24 +164,24 @@ def load_raw(path: str | Path, _stack: tuple[Path, ...] = ()) -> tuple[dict, Ori
         chain = " -> ".join(str(p) for p in _stack + (resolved,))
         raise RecipeError(f"{path}: 'extends' forms a cycle: {chain}. Remove one of the links.")
     data, origins = read_yaml(path)
-    bases = data.pop("extends", None)
-    if bases is None:
+    if "extends" not in data:
         return data, origins
-    if isinstance(bases, str):
-        bases = [bases]
-    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise RecipeError(f"{origins(('extends',))}: extends: expected a path or a list of paths.")
-    merged: dict = {}
+    base = data.pop("extends")
+    if not isinstance(base, str) or not base.strip():
+        got = "nothing" if base is None else f"{type(base).__name__} {base!r}"
+        raise RecipeError(
+            f"{origins(('extends',))}: extends: expected one base recipe path, got {got}. To combine "
+            f"several bases, let one extend the other (each recipe names a single base)."
+        )
+    base_path = Path(os.path.normpath(path.parent / base))
+    if not base_path.exists():
+        raise RecipeError(
+            f"{origins(('extends',))}: extends: base recipe '{base}' not found "
+            f"(looked for {base_path}; paths are relative to the extending recipe)."
+        )
+    base_data, base_origins = load_raw(base_path, _stack + (resolved,))
     merged_origins = Origins(str(path))
-    for base in bases:
-        base_path = Path(os.path.normpath(path.parent / base))
-        if not base_path.exists():
-            raise RecipeError(
-                f"{origins(('extends',))}: extends: base recipe '{base}' not found "
-                f"(looked for {base_path}; paths are relative to the extending recipe)."
-            )
-        base_data, base_origins = load_raw(base_path, _stack + (resolved,))
-        merged = deep_merge(merged, base_data, merged_origins, base_origins)
+    merged = deep_merge({}, base_data, merged_origins, base_origins)
     origins.drop(("extends",))
     merged = deep_merge(merged, data, merged_origins, origins)
     merged_origins.default = str(path)

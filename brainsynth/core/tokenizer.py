@@ -123,6 +123,12 @@ class Tokenizer(nn.Module):
         """Weight of the decoder's last layer (the VQGAN adaptive adversarial weight needs it)."""
         raise NotImplementedError
 
+    @property
+    def downsampling(self) -> int | None:
+        """Voxels per token along each axis (the product of the encoder's strides); None when a
+        network has no single factor. Only messages use it: `check_spatial_shape` decides."""
+        return None
+
     # -- shared ---------------------------------------------------------------------------------
     @property
     def num_embeddings(self) -> int:

@@ -3,8 +3,8 @@
 A chain is two parts, so that caching keeps the expensive, deterministic one:
 
 * preprocessing (`preprocessing_transforms`): load through nibabel (optionally closest-canonical
-  RAS), check the volume is one finite 3D image, channel first, min-max to [0, 1] or z-score of
-  the whole volume (before cropping, as the original), ROI crop (centre size or end-exclusive
+  RAS), check the volume is one finite, non-constant 3D image, channel first, min-max to [0, 1]
+  or z-score of the whole volume (before cropping, as the original), ROI crop (centre size or end-exclusive
   ``[start, end)`` per axis, clipped to the image), then zero pad to the ROI size;
 * finishing (`finishing_transforms`): the augmentations when training (affine, contrast,
   intensity shift, Gaussian noise, each with probability p and the original's strengths), then
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -213,8 +214,27 @@ class LoadVolumed(MapTransform):
                     f"{path}: {bad} voxel(s) are NaN or infinite. Fix the file (e.g. replace NaN by 0) "
                     "or remove it from the subject list."
                 )
+            values = image.as_tensor()
+            if values.numel() and bool(values.min() == values.max()):
+                raise ConstantVolumeError(
+                    f"{path}: every voxel is {float(values.reshape(-1)[0]):g}, an empty (constant) volume that "
+                    "would train on nothing. Remove it from the subject list, or set data.skip_constant: true "
+                    "to leave such volumes out with a warning."
+                )
             out[key] = image
         return out
+
+
+class ConstantVolumeError(VolumeError):
+    """A volume whose voxels all hold one value (an empty or failed export)."""
+
+
+def is_constant_volume(path: str | Path) -> bool:
+    """True when every voxel of the NIfTI file at `path` holds the same value (read through nibabel)."""
+    import nibabel as nib
+
+    data = np.asanyarray(nib.load(str(path)).dataobj)
+    return data.size > 0 and bool(np.nanmin(data) == np.nanmax(data))
 
 
 def preprocessing_transforms(settings: TransformSettings, keys: Sequence[str] = (IMAGE_KEY,)) -> list:
@@ -285,6 +305,7 @@ def build_transforms(settings: TransformSettings, train: bool, keys: Sequence[st
 
 __all__ = [
     "IMAGE_KEY",
+    "ConstantVolumeError",
     "LoadVolumed",
     "ParsedRoi",
     "Roi",
@@ -293,6 +314,7 @@ __all__ = [
     "augmentation_transforms",
     "build_transforms",
     "find_brainsynth_error",
+    "is_constant_volume",
     "finishing_transforms",
     "parse_roi",
     "preprocessing_transforms",

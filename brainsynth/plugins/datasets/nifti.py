@@ -27,6 +27,8 @@ class NiftiSource(VolumeSource):
         cache_dir: folder of the disk cache (default: under ``cache_root()/volumes``).
         conditioning_table: csv/tsv of the subjects' variables (age, sex, volumes...); it is
             recorded with extracted tokens, so a prior trained on them finds it.
+        skip_constant: leave out, with a warning, volumes whose voxels all hold one value (each
+            file is read once more to tell); by default such a volume is an error naming it.
     """
 
     def __init__(
@@ -43,6 +45,7 @@ class NiftiSource(VolumeSource):
         cache: Literal["none", "memory", "disk"] = "none",
         cache_dir: str | None = None,
         conditioning_table: str | None = None,
+        skip_constant: bool = False,
     ) -> None:
         splits: dict[str, list[Subject]] = {"train": list_subjects(train)}
         if val is not None:
@@ -57,4 +60,7 @@ class NiftiSource(VolumeSource):
             augmentation_probability=augmentation_probability,
             augmentation_strength=augmentation_strength,
         )
-        super().__init__(splits, settings, cache=cache, cache_dir=cache_dir, conditioning_table=conditioning_table)
+        super().__init__(
+            splits, settings, cache=cache, cache_dir=cache_dir, conditioning_table=conditioning_table,
+            skip_constant=skip_constant,
+        )

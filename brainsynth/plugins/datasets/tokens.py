@@ -11,18 +11,67 @@ import torch
 from brainsynth.core.data import DataSource, Subject, subject_name
 from brainsynth.core.errors import DataError
 from brainsynth.core.files import is_data_file
+from brainsynth.core.logging import warn
 
 META_FILE = "tokens.json"
 """Written by ``extract`` beside the grids: codebook size ``num_embeddings``, ``grid``, the
-training ``space`` (affine, spatial shape), per-subject ``affines``, the ``tokenizer_run`` that
-wrote them and the source data's ``conditioning_table`` (None when it has none)."""
+``subjects`` it extracted, the training ``space`` (affine, spatial shape), per-subject
+``affines``, the ``tokenizer_run`` that wrote them and the source data's ``conditioning_table``
+(None when it has none)."""
+
+
+def read_meta(folder: Path) -> dict:
+    """The ``tokens.json`` of a folder of grids ({} when there is none)."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read ({exc}); extract the token grids again.") from None
+
+
+def listed_grids(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The grids of a folder that its ``tokens.json`` lists, and the other ``.npy`` files (stale).
+
+    ``extract`` records the subjects it wrote (older versions: the keys of ``affines``); a grid
+    left there by an earlier extract of other data is stale and never read. Without a
+    ``tokens.json`` every ``.npy`` grid is taken. A listed grid that is missing is an error.
+    """
+    folder = Path(folder)
+    present = sorted(p for p in folder.iterdir() if p.suffix == ".npy" and p.is_file() and is_data_file(p))
+    meta = read_meta(folder)
+    names = meta.get("subjects")
+    if names is None and isinstance(meta.get("affines"), dict):
+        names = list(meta["affines"])
+    if names is None:
+        return present, []
+    listed = set(names)
+    missing = sorted(listed - {p.stem for p in present})
+    if missing:
+        raise DataError(
+            f"{folder}: {META_FILE} lists {len(listed)} token grids but {len(missing)} are missing "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); extract the split again."
+        )
+    return [p for p in present if p.stem in listed], [p for p in present if p.stem not in listed]
+
+
+def stale_note(folder: Path, stale: list[Path], listed: int) -> str:
+    """The warning for grids that ``tokens.json`` does not list."""
+    return (
+        f"{folder}: {len(stale)} .npy file(s) not listed in {META_FILE} ({', '.join(p.name for p in stale[:3])}"
+        f"{', ...' if len(stale) > 3 else ''}) are left over from another extract and not read; "
+        f"{listed} listed grid(s) are used. Delete them or extract into a fresh folder."
+    )
 
 
 def _list_token_files(source: Path) -> list[Path]:
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix == ".npy" and is_data_file(p))
+        files, stale = listed_grids(source)
         if not files:
             raise DataError(f"{source}: no .npy token grids in this folder. Run the tokenizer's extract mode first.")
+        if stale:
+            warn(stale_note(source, stale, len(files)))
         return files
     if source.suffix in (".csv", ".tsv"):
         import csv
@@ -92,6 +141,13 @@ class TokenDataset(DataSource):
         self.num_embeddings = int(num_embeddings)
         first = np.load(self.files["train"][0], mmap_mode="r", allow_pickle=False)
         self.grid = tuple(int(s) for s in first.shape)
+        recorded = meta.get("grid")
+        if recorded is not None and tuple(int(g) for g in recorded) != self.grid:
+            raise DataError(
+                f"{self.files['train'][0]}: token grid of shape {list(self.grid)}, but {META_FILE} records the "
+                f"tokenizer's grid {list(recorded)}. The grid comes from another tokenizer or ROI; extract "
+                f"again with one tokenizer into a fresh folder."
+            )
         self.tokenizer_run: str | None = meta.get("tokenizer_run")
         """The tokenizer run that extracted the grids: what a prior decodes its samples through."""
         table = meta.get("conditioning_table")
@@ -99,9 +155,7 @@ class TokenDataset(DataSource):
 
     @staticmethod
     def _meta(source: Path) -> dict:
-        folder = source if source.is_dir() else source.parent
-        meta_path = folder / META_FILE
-        return json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        return read_meta(source if source.is_dir() else source.parent)
 
     @property
     def splits(self) -> tuple[str, ...]:

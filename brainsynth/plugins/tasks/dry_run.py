@@ -34,6 +34,30 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 # -- tokenizer ----------------------------------------------------------------------------------
+def check_roi(recipe: Recipe, registry: Registry) -> None:
+    """A RecipeError (at data.roi's line) when the ROI does not survive the network's down- and up-sampling."""
+    size = roi_size(recipe["data"])
+    if size is None:
+        return
+    network = build_without_weights(lambda: registry.build("tokenizer", recipe["network"]))
+    grid = tuple(network.token_grid(size))
+    if min(grid) >= 1 and tuple(network.output_shape(grid)) == size:
+        return
+    factor = getattr(network, "downsampling", None)
+    where = recipe.origins(("data", "roi"))
+    if factor:
+        nearest = tuple(max(factor, round(s / factor) * factor) for s in size)
+        bad = ", ".join(f"{s} on axis {axis}" for axis, s in enumerate(size) if s % factor)
+        raise RecipeError(
+            f"{where}: data.roi: {_shape(size)} is not divisible by the network's total down-sampling {factor} "
+            f"({bad or 'too small'}); use a multiple of {factor} on every axis, e.g. {_shape(nearest)}."
+        )
+    raise RecipeError(
+        f"{where}: data.roi: {_shape(size)} does not survive the network's down-sampling (tokens "
+        f"{_shape(grid)} decode to {_shape(network.output_shape(grid))}); choose a ROI the levels divide exactly."
+    )
+
+
 def tokenizer_dry_run(recipe: Recipe, registry: Registry) -> DryRun:
     """The VQ-VAE (and its discriminator when adversarial training is on) and the token grid."""
     network = build_without_weights(lambda: registry.build("tokenizer", recipe["network"]))

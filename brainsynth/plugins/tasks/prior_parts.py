@@ -78,7 +78,18 @@ class PriorParts:
     @property
     def tokenizer(self) -> TrainedTokenizer:
         if self._tokenizer is None:
-            self._tokenizer = _load_tokenizer(self.run, self.tokenizer_source)
+            tokenizer = _load_tokenizer(self.run, self.tokenizer_source)
+            trained_roi = tokenizer.recipe is not None and (tokenizer.recipe["data"] or {}).get("roi") is not None
+            if not self.on_the_fly and trained_roi and tokenizer.spatial_shape is not None:
+                expected = tuple(int(g) for g in tokenizer.grid())
+                if tuple(self.grid) != expected:
+                    raise RunError(
+                        f"the prior reads {'x'.join(map(str, self.grid))} token grids, but the tokenizer of "
+                        f"{tokenizer.directory} was trained on {'x'.join(map(str, tokenizer.spatial_shape))} volumes, "
+                        f"whose grid is {'x'.join(map(str, expected))}. Set tokenizer.run to the tokenizer that "
+                        "extracted the prior's token grids."
+                    )
+            self._tokenizer = tokenizer
         return self._tokenizer
 
     def describe(self) -> str:

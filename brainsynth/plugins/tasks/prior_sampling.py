@@ -174,6 +174,9 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
     except RecipeError as error:
         raise RecipeError(f"{run.recipe.origins(('sample', 'guidance_scale'))}: {error}") from None
     conditions = sample_conditions(parts, config)
+    if parts.conditioned:  # once per variable, with its training range
+        for note in parts.table.outside_training_range([row for row in conditions if row]):
+            run.say(f"warning: sample: {note}")
     if config["guidance_scale"] == 0 and any(conditions):
         run.say("sample: guidance_scale 0 draws from the unconditional (null) branch; the given values are not used.")
     folder = run.path(config["output"], "sample.output")

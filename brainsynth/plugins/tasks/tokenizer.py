@@ -20,6 +20,7 @@ from brainsynth.core.runner import Run
 from brainsynth.core.task import Section, Task
 from brainsynth.core.loop import LoopConfig, Position, Trained, TrainingLoop, evaluation_due
 from brainsynth.core.training import OptimizerConfig, autocast
+from brainsynth.plugins.datasets.tokens import listed_grids, stale_note
 from brainsynth.plugins.adversarial.weighting import adaptive_weight, last_layer_weight, scheduled_weight
 
 TOKENS_META = "tokens.json"
@@ -96,6 +97,10 @@ def _affine(image: torch.Tensor, index: int) -> np.ndarray:
     return affine.detach().cpu().numpy().astype(np.float64)
 
 
+def _shape(shape) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
 def _write_nifti(path: Path, volume: torch.Tensor, affine: np.ndarray) -> None:
     array = volume.detach().float().cpu().numpy()
     array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
@@ -167,6 +172,7 @@ class TokenizerTask(Task):
             network.codebook.on_epoch_start(epoch + 1, iterations_per_epoch=loop.iterations_per_epoch, batch_size=config["batch_size"])
 
         def step(batch: dict[str, Any], position: Position) -> dict[str, float]:
+            network.check_spatial_shape(batch["image"].shape[2:])  # one line, not a shape error deep in the loss
             if "space" not in loop.extra:
                 image = batch["image"]
                 loop.extra["space"] = {"affine": _affine(image, 0).tolist(), "spatial_shape": list(image.shape[2:])}
@@ -329,11 +335,14 @@ class TokenizerTask(Task):
                 affines = {k: v for part in gathered for k, v in part.items()}
             if run.dist.is_main:
                 table = getattr(data, "conditioning_table", None)
-                meta = {"num_embeddings": network.num_embeddings, "grid": grid,
+                meta = {"num_embeddings": network.num_embeddings, "grid": grid, "subjects": sorted(affines),
                         "space": state["extra"].get("space"), "affines": affines,
                         "tokenizer_run": str(run.directory.resolve()),
                         "conditioning_table": str(Path(table).resolve()) if table is not None else None}
                 (folder / TOKENS_META).write_text(json.dumps(meta))
+                stale = listed_grids(folder)[1]
+                if stale:
+                    run.say(f"warning: extract {split}: {stale_note(folder, stale, len(affines))}")
             counts[split] = len(affines)
             run.say(f"extract {split}: {len(affines)} token grids in {folder}")
         return {"tokens": counts}
@@ -345,10 +354,17 @@ class TokenizerTask(Task):
         network = self._network(run)
         state = self._load_trained(run, network)
         source = Path(run.recipe["outputs"]["tokens"] or run.directory / "tokens")
-        files = sorted(p for p in source.rglob("*.npy") if is_data_file(p)) if source.is_dir() else []
+        files = []
+        folders = sorted({p.parent for p in source.rglob("*.npy") if is_data_file(p)}) if source.is_dir() else []
+        for folder in folders:
+            listed, stale = listed_grids(folder)
+            files.extend(listed)
+            if stale:
+                run.say(f"warning: {stale_note(folder, stale, len(listed))}")
         if not files:
             raise DataError(f"{source}: no .npy token grids to decode; set outputs.tokens to a folder of them.")
         space = state["extra"].get("space") or {}
+        expected = self._trained_grid(run, network, space)
         default_affine = np.asarray(space.get("affine", np.eye(4)))
         out_root = run.directory / "decoded"
         written = 0
@@ -364,6 +380,13 @@ class TokenizerTask(Task):
                         f"{path}: token {bad} is outside this tokenizer's codebook [0, {network.num_embeddings}); "
                         f"the grid comes from another tokenizer."
                     )
+                if expected is not None and tuple(grid.shape) != expected:
+                    raise DataError(
+                        f"{path}: token grid of shape {_shape(grid.shape)}, but this tokenizer was trained on "
+                        f"{_shape(space['spatial_shape'])} volumes, whose grid is {_shape(expected)} (it would decode "
+                        f"to {_shape(network.output_shape(grid.shape))}). The grid comes from another tokenizer or "
+                        f"ROI; decode it with that one."
+                    )
                 meta_path = path.parent / TOKENS_META
                 affines = json.loads(meta_path.read_text()).get("affines", {}) if meta_path.is_file() else {}
                 affine = np.asarray(affines.get(path.stem, default_affine))
@@ -375,6 +398,20 @@ class TokenizerTask(Task):
                 bar.update()
         run.say(f"decode: {written} volumes in {out_root}")
         return {"decoded": written}
+
+    @staticmethod
+    def _trained_grid(run: Run, network, space: dict) -> tuple[int, ...] | None:
+        """The token grid of the volumes the tokenizer was trained on, when they had one size (data.roi)."""
+        if (run.recipe["data"] or {}).get("roi") is None or not space.get("spatial_shape"):
+            return None
+        return tuple(int(g) for g in network.token_grid(space["spatial_shape"]))
+
+    @classmethod
+    def check_recipe(cls, recipe, registry) -> None:
+        """validate: data.roi must survive the network's down-sampling (and up-sampling) exactly."""
+        from .dry_run import check_roi
+
+        check_roi(recipe, registry)
 
     def dry_run(self, recipe, registry):
         """The VQ-VAE (and discriminator) sized on the meta device, and the token grid of data.roi."""

@@ -228,6 +228,10 @@ class BaselineVQVAE(Tokenizer):
         return tuple(shape)
 
     @property
+    def downsampling(self) -> int:
+        return math.prod(int(stride) for _, stride, _, _ in self.downsample_parameters)
+
+    @property
     def last_layer_weight(self) -> torch.Tensor:
         for module in reversed(list(self.decoder.modules())):
             weight = getattr(module, "weight", None)
