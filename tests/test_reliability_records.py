@@ -188,3 +188,23 @@ def test_resume_refuses_a_half_made_directory(toy, run_cli, tmp_path, token_grid
     err = one_line_error(run_cli("run", str(recipe), "--resume"))
     assert str(run) in err and "no checkpoint" in err and "rm -r" in err
     assert tree(run) == before  # nothing trained from scratch
+
+
+def test_differences_name_each_key_and_judge_it():
+    from brainsynth.core.records import differences
+
+    recorded = {"mode": "train", "seed": 3, "experiment": {"name": "a", "root": "runs"},
+                "optimizer": {"lr": 0.002, "betas": [0.9, 0.999]}, "train": {"epochs": 1, "log_every": 1},
+                "stages": [{"name": "t", "recipe": {"loss": {"name": "mse"}, "train": {"epochs": 4}}}]}
+    given = {"mode": "sample", "seed": 3, "experiment": {"name": "a", "root": "/abs/runs"},
+             "optimizer": {"lr": 0.5, "betas": [0.9, 0.999]}, "train": {"epochs": 5, "log_every": 9},
+             "stages": [{"name": "t", "recipe": {"loss": {"name": "l1"}, "train": {"epochs": 2}}}]}
+    found = {str(c): c.harmless for c in differences(recorded, given)}
+    assert found == {
+        "experiment.root (runs -> /abs/runs)": True,
+        "optimizer.lr (0.002 -> 0.5)": False,
+        "train.epochs (1 -> 5)": True,
+        "train.log_every (1 -> 9)": True,
+        "stages.0.recipe.loss.name (mse -> l1)": False,
+        "stages.0.recipe.train.epochs (4 -> 2)": False,
+    }

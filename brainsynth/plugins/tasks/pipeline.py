@@ -7,7 +7,9 @@ prior finds the tokenizer's tokens. Every stage is validated before the first on
 typo in the last stage costs seconds, not the first stage's training.
 
 ``--resume`` continues a pipeline: modes whose ``metrics.<mode>.json`` exists are skipped, and a
-stage whose training was interrupted resumes from its last checkpoint.
+stage whose training was interrupted resumes from its last checkpoint. The pipeline's recipe is
+compared with its record as a run's is, a stage's keys (``stages.<i>.recipe.<key>``) judged as
+that stage's recipe's own; ``--allow-changes`` passes on to the stages.
 """
 
 from __future__ import annotations
@@ -143,7 +145,9 @@ class PipelineTask(Task):
                     continue
                 run.say(f"{label} -> {stage.directory}")
                 resume = run.resume and recipe.mode in runner.CREATING_MODES and stage.directory.exists()
-                results[f"{stage.name}.{recipe.mode}"] = runner.execute(recipe, run.registry, resume=resume)
+                results[f"{stage.name}.{recipe.mode}"] = runner.execute(
+                    recipe, run.registry, resume=resume, allow_changes=run.allow_changes
+                )
         report = run.recipe["report"]
         if report["enabled"]:
             index = pipeline_report(run.directory, report, run.recipe.text())
