@@ -147,6 +147,11 @@ def test_a_pipeline_resume_compares_its_stages(toy, run_cli, tmp_path, token_gri
     err = one_line_error(run_cli("run", str(recipe), "--resume", "--set", "stages.0.recipe.optimizer.lr=0.5"))
     assert "stages.0.recipe.optimizer.lr (0.05 -> 0.5)" in err
     assert sorted(p.name for p in (tmp_path / "runs" / "pipe").glob("recipe*.yaml")) == ["recipe.yaml"]
+    # a harmless change is recorded; a stage that already finished says it was not applied to it
+    result = run_cli("run", str(recipe), "--resume", "--set", "stages.0.recipe.train.log_every=7")
+    assert result.code == 0, result
+    assert "already done, skipped (it finished with its recorded recipe; not applied: train.log_every (1 -> 7))" in result.out
+    assert (tmp_path / "runs" / "pipe" / "recipe.amendment-1.yaml").is_file()
 
 
 # -- item 6: a failed start is one line and leaves nothing behind ---------------------------------

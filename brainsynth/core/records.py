@@ -130,6 +130,12 @@ def _plain(text: str) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def changes_since_record(directory: Path, recipe, creating: bool) -> list[Change]:
+    """How `recipe` differs from the last record of its mode in `directory` (none when there is no record)."""
+    written = records(directory, base_name(recipe.mode, creating))
+    return differences(_plain(written[-1].read_text()), _plain(recipe.text())) if written else []
+
+
 def start(directory: Path, recipe, *, creating: bool, resume: bool, allow_changes: bool) -> Path | None:
     """Check `recipe` against the mode's last record and record it when it is new; returns the file written.
 

@@ -182,7 +182,8 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False, allow_chan
                 print(f"removed {len(removed)} files left by interrupted writes in {directory}", flush=True)
             before = records.snapshot(directory)
             if record is not None and ".amendment-" in record.name:
-                print(f"the recipe differs from the last record: recorded as {record} (the first line lists the changes)", flush=True)
+                print(f"the recipe differs from the last record: recorded as {record} "
+                      f"(its first line lists the changes)", flush=True)
         else:
             directory = run_directory(recipe)
         if dist_ctx.is_distributed:

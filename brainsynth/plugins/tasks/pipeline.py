@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from brainsynth.core import runner
+from brainsynth.core import records, runner
 from brainsynth.core.errors import RecipeError, RunError
 from brainsynth.core.recipe import Recipe, load_raw, validate
 from brainsynth.core.runner import Run
@@ -141,7 +141,11 @@ class PipelineTask(Task):
                 label = f"[{done}/{total}] stage '{stage.name}': {recipe.task} {recipe.mode}"
                 finished = stage.directory / f"metrics.{recipe.mode}.json"
                 if run.resume and finished.is_file():
-                    run.say(f"{label}: already done, skipped")
+                    changes = records.changes_since_record(
+                        stage.directory, recipe, creating=recipe.mode in runner.CREATING_MODES
+                    )
+                    unapplied = f" (it finished with its recorded recipe; not applied: {', '.join(map(str, changes))})"
+                    run.say(f"{label}: already done, skipped{unapplied if changes else ''}")
                     continue
                 run.say(f"{label} -> {stage.directory}")
                 resume = run.resume and recipe.mode in runner.CREATING_MODES and stage.directory.exists()
