@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -32,12 +33,16 @@ def _load(recipe: str, overrides: tuple[str, ...], mode: str | None):
 @click.option("--mode", "mode", default=None, help="Override the recipe's mode (train, extract, sample, ...).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key; VALUE is YAML.")
 @click.option("--resume", is_flag=True, help="Continue an existing run from its last checkpoint.")
+@click.option("--allow-changes", is_flag=True, help="With --resume: accept a recipe that changes the result, recorded as recipe.amendment-N.yaml.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True, help="Processes to launch on this node through torch's elastic launcher.")
 @click.option("--dry-run", is_flag=True, help="Build the models without data or weights; print their sizes and the token grid, then one JSON line.")
-def run(recipe: str, mode: str | None, overrides: tuple[str, ...], resume: bool, nproc_per_node: int, dry_run: bool) -> None:
+def run(recipe: str, mode: str | None, overrides: tuple[str, ...], resume: bool, allow_changes: bool, nproc_per_node: int, dry_run: bool) -> None:
     """Run RECIPE: train, extract, sample, ... as its task and mode say."""
     from brainsynth.core import distributed, runner
+    from brainsynth.core.errors import RunError
 
+    if allow_changes and not resume:
+        raise RunError("--allow-changes applies to --resume only (a new run records its recipe as it is).")
     resolved = _load(recipe, overrides, mode)
     if dry_run:
         _dry_run(recipe, resolved)
@@ -48,8 +53,10 @@ def run(recipe: str, mode: str | None, overrides: tuple[str, ...], resume: bool,
             argv += ["--mode", mode]
         if resume:
             argv.append("--resume")
+        if allow_changes:
+            argv.append("--allow-changes")
         sys.exit(distributed.launch(nproc_per_node, argv))
-    runner.execute(resolved, plugins.registry(), resume=resume)
+    runner.execute(resolved, plugins.registry(), resume=resume, allow_changes=allow_changes)
     experiment = resolved["experiment"]
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"done: results in {Path(experiment['root']) / experiment['name']}")
@@ -72,7 +79,8 @@ def _dry_run(recipe: str, resolved) -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE", help="Override a recipe key in every run; VALUE is YAML.")
 @click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True, help="Launch each run in this many processes (torch's elastic launcher, as 'run' does).")
 @click.option("--list", "list_only", is_flag=True, help="Validate and list the combinations without running them.")
-def sweep(recipe: str, grid: tuple[str, ...], mode: str | None, overrides: tuple[str, ...], nproc_per_node: int, list_only: bool) -> None:
+@click.option("--allow-changes", is_flag=True, help="Resume interrupted runs even when their recipe changed in ways that alter the result (recorded as amendments).")
+def sweep(recipe: str, grid: tuple[str, ...], mode: str | None, overrides: tuple[str, ...], nproc_per_node: int, list_only: bool, allow_changes: bool) -> None:
     """Run RECIPE once per combination of the --grid values; compare them in sweep.csv and sweep.md.
 
     Runs are named <experiment.name>-<suffix> under experiment.root; finished ones are skipped when
@@ -96,11 +104,13 @@ def sweep(recipe: str, grid: tuple[str, ...], mode: str | None, overrides: tuple
             argv = ["run", recipe, *(f"--set={o}" for o in (*overrides, *combination.overrides())), "--mode", planned.mode]
             if resume:
                 argv.append("--resume")
+                if allow_changes:
+                    argv.append("--allow-changes")
             code = distributed.launch(nproc_per_node, argv)
             if code:
                 raise RunError(f"the run exited with code {code} (its message is above).")
         else:
-            runner.execute(combination.recipe, registry, resume=resume)
+            runner.execute(combination.recipe, registry, resume=resume, allow_changes=resume and allow_changes)
 
     outcomes = sweeps.run_sweep(planned, run_one, echo=lambda line: click.echo(line))
     click.echo(f"sweep: {planned.directory / 'sweep.csv'} and {planned.directory / 'sweep.md'}")
@@ -171,7 +181,24 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug (ours, a plugin's, a library's) is one line too
+        if debug:
+            raise
+        click.echo(f"error: {unexpected(exc)}", err=True)
+        sys.exit(1)
     sys.exit(0)
+
+
+def unexpected(exc: BaseException) -> str:
+    """One line for an error brainsynth does not anticipate: what was raised, where, and what to do."""
+    lines = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (raised in {frames[-1].filename}:{frames[-1].lineno}, in {frames[-1].name})" if frames else ""
+    return (
+        f"{what}{where}. This is an error brainsynth does not check for, probably a bug in the code "
+        f"named; run again with --debug for the traceback, and report it to that code's authors."
+    )
 
 
 if __name__ == "__main__":

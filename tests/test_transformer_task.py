@@ -199,3 +199,20 @@ def test_tokens_on_the_fly_and_a_subject_missing_from_the_table(prior_run, run_c
     assert result.code == 0, result
     assert "1 subject(s) left out for missing conditioning" in result.out
     assert "volumes tokenized on the fly" in result.out
+
+
+def test_a_refused_sample_start_leaves_the_records_as_they_were(prior_run, run_cli):
+    path, run_dir, _ = prior_run
+    args = ("run", str(path), "--mode", "sample", "--set", "sample.values=[{age: 60, sex: 0, ventricular_volume: 20}]",
+            "--set", "sample.output=records", "--set", "sample.png=false")
+    result = run_cli(*args, "--set", "sample.temperature=1.0")
+    assert result.code == 0, result
+
+    def records():
+        return {p.name: p.read_bytes() for p in sorted(run_dir.glob("recipe*.yaml"))}
+
+    before = records()
+    assert any(b"temperature: 1.0" in text for name, text in before.items() if name.startswith("recipe.sample"))
+    result = run_cli(*args, "--set", "sample.temperature=0.25")
+    assert result.code == 2 and "holds samples drawn with other settings" in result.err
+    assert records() == before  # the refused start rewrote nothing and added nothing

@@ -2,11 +2,15 @@
 
 The run directory is ``<experiment.root>/<experiment.name>/``. A mode that creates a run
 (``train``) refuses an existing directory unless ``--resume``; the other modes (extract, sample,
-...) work inside a run that exists. The resolved recipe is saved in the directory.
+...) work inside a run that exists. Each start's resolved recipe is recorded there, append-only
+(`records`): ``--resume`` with a recipe that changes the result is refused unless
+``--allow-changes``, and a directory without a checkpoint (a half-made run) is not resumed.
 
 Every start of a mode first removes the temporary files that interrupted writes left in the run
 (`files.remove_leftovers`), and an OS error during a run (unwritable folder, full disk) is
-reported as one `RunError` line, like a user error.
+reported as one `RunError` line, like a user error. Whatever fails, a start leaves nothing
+behind: a directory it created is removed while it holds no checkpoint, and the record it wrote
+is taken back while nothing else was written.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import distributed
+from . import distributed, records
 from .errors import BrainsynthError, RunError
 from .files import inside, remove_leftovers, write_bytes_atomic
 from .logging import MetricsLogger, Progress
@@ -51,6 +55,8 @@ class Run:
     dist: distributed.DistributedContext
     resume: bool = False
     log: MetricsLogger | None = None
+    allow_changes: bool = False
+    """``--allow-changes``: a resumed run may differ from its record (recorded as an amendment)."""
 
     @property
     def mode(self) -> str:
@@ -100,10 +106,12 @@ def run_directory(recipe: Recipe) -> Path:
     return Path(experiment["root"]) / experiment["name"]
 
 
-def prepare_directory(recipe: Recipe, resume: bool) -> Path:
-    """Check the run directory against the mode and --resume; create it and save the recipe.
+def prepare_directory(recipe: Recipe, resume: bool, allow_changes: bool = False) -> tuple[Path, Path | None]:
+    """Check the run directory against the mode and --resume, create it and record the recipe.
 
-    An OS error on the way (a read-only or full disk) is a `RunError` naming ``experiment.root``.
+    Returns the directory and the record this start wrote (None when the recipe equals the last
+    record). An OS error on the way (a read-only or full disk) is a `RunError` naming
+    ``experiment.root``.
     """
     root = Path(recipe["experiment"]["root"])
     where = recipe.origins(("experiment", "root"))
@@ -114,7 +122,7 @@ def prepare_directory(recipe: Recipe, resume: bool) -> Path:
                 f"experiment.root to a folder where runs may be created."
             )
     try:
-        return _prepare_directory(recipe, resume)
+        return _prepare_directory(recipe, resume, allow_changes)
     except OSError as exc:
         raise RunError(
             f"{where}: experiment.root: cannot create or write the run directory "
@@ -122,10 +130,10 @@ def prepare_directory(recipe: Recipe, resume: bool) -> Path:
         ) from exc
 
 
-def _prepare_directory(recipe: Recipe, resume: bool) -> Path:
+def _prepare_directory(recipe: Recipe, resume: bool, allow_changes: bool) -> tuple[Path, Path | None]:
     directory = run_directory(recipe)
-    text = recipe.text()
-    if recipe.mode in CREATING_MODES:
+    creating = recipe.mode in CREATING_MODES
+    if creating:
         if directory.exists() and not resume:
             raise RunError(
                 f"run directory {directory} already exists. Pass --resume to continue it, or choose "
@@ -133,16 +141,19 @@ def _prepare_directory(recipe: Recipe, resume: bool) -> Path:
             )
         if resume and not directory.exists():
             raise RunError(f"--resume: run directory {directory} does not exist; start it without --resume.")
-        (directory / "checkpoints").mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(directory / "recipe.yaml", text.encode())
-    else:
-        if not directory.is_dir():
-            raise RunError(
-                f"run directory {directory} does not exist: mode '{recipe.mode}' works inside a "
-                f"trained run. Train it first (--mode train) or set experiment.name/root to the run."
-            )
-        write_bytes_atomic(directory / f"recipe.{recipe.mode}.yaml", text.encode())
-    return directory
+        if resume:
+            records.resumable(directory, recipe.mode)
+        else:
+            (directory / "checkpoints").mkdir(parents=True)
+    elif not directory.is_dir():
+        raise RunError(
+            f"run directory {directory} does not exist: mode '{recipe.mode}' works inside a "
+            f"trained run. Train it first (--mode train) or set experiment.name/root to the run."
+        )
+    record = records.start(directory, recipe, creating=creating, resume=resume, allow_changes=allow_changes)
+    if creating:
+        (directory / "checkpoints").mkdir(exist_ok=True)
+    return directory, record
 
 
 def os_error(exc: OSError, recipe: Recipe) -> RunError:
@@ -154,45 +165,51 @@ def os_error(exc: OSError, recipe: Recipe) -> RunError:
     )
 
 
-def execute(recipe: Recipe, registry: Registry, resume: bool = False) -> dict[str, Any]:
+def execute(recipe: Recipe, registry: Registry, resume: bool = False, allow_changes: bool = False) -> dict[str, Any]:
     """Run the recipe's task in its mode in this process; returns the final metrics."""
     dist_ctx = distributed.setup(recipe["device"])
     created = recipe.mode in CREATING_MODES and not run_directory(recipe).exists()
+    record: Path | None = None
+    before: records.Snapshot = {}
     finished = False
     try:
         # Rank 0 checks and creates the directory; the others wait for it (a failure on rank 0
         # ends the whole job through the launcher).
-        directory = prepare_directory(recipe, resume) if dist_ctx.is_main else run_directory(recipe)
         if dist_ctx.is_main:
+            directory, record = prepare_directory(recipe, resume, allow_changes)
             removed = remove_leftovers(directory)
             if removed:
                 print(f"removed {len(removed)} files left by interrupted writes in {directory}", flush=True)
+            before = records.snapshot(directory)
+            if record is not None and ".amendment-" in record.name:
+                print(f"the recipe differs from the last record: recorded as {record} "
+                      f"(its first line lists the changes)", flush=True)
+        else:
+            directory = run_directory(recipe)
         if dist_ctx.is_distributed:
             torch.distributed.barrier()
         seed_everything(recipe["seed"] + dist_ctx.rank)
         log = MetricsLogger(directory / "logs", enabled=dist_ctx.is_main)
-        run = Run(recipe=recipe, directory=directory, registry=registry, dist=dist_ctx, resume=resume, log=log)
+        run = Run(recipe=recipe, directory=directory, registry=registry, dist=dist_ctx, resume=resume, log=log,
+                  allow_changes=allow_changes)
         task = registry.get("task", recipe.task).build({})
         try:
             metrics = task.run(run) or {}
         finally:
             log.close()
         if dist_ctx.is_main:
-            (directory / f"metrics.{recipe.mode}.json").write_text(json.dumps(metrics, indent=2, default=str))
+            write_bytes_atomic(directory / f"metrics.{recipe.mode}.json", json.dumps(metrics, indent=2, default=str).encode())
         finished = True
         return metrics
-    except (BrainsynthError, OSError) as exc:
-        # A run that failed on user input or on the OS before its first checkpoint leaves nothing behind.
-        directory = run_directory(recipe)
-        if created and dist_ctx.is_main and not any(directory.rglob("*.pt")):
-            shutil.rmtree(directory, ignore_errors=True)
-        if dist_ctx.is_distributed and not dist_ctx.is_main:
-            time.sleep(distributed.REPORT_DELAY_S)  # an error every rank hits is reported by rank 0 alone
-        if isinstance(exc, OSError):
-            raise os_error(exc, recipe) from exc
-        raise
-    except Exception as exc:
-        if dist_ctx.is_distributed and distributed.is_peer_failure(exc):
+    except BaseException as exc:
+        if dist_ctx.is_main:
+            _leave_nothing(recipe, created, record, before)
+        if isinstance(exc, (BrainsynthError, OSError)):
+            if dist_ctx.is_distributed and not dist_ctx.is_main:
+                time.sleep(distributed.REPORT_DELAY_S)  # an error every rank hits is reported by rank 0 alone
+            if isinstance(exc, OSError):
+                raise os_error(exc, recipe) from exc
+        elif isinstance(exc, Exception) and dist_ctx.is_distributed and distributed.is_peer_failure(exc):
             distributed.wait_to_be_stopped()  # the rank that failed reports why; this one stays quiet
         raise
     finally:
@@ -200,3 +217,17 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False) -> dict[st
         # (an orderly teardown can block under nccl).
         if finished or not dist_ctx.is_distributed:
             distributed.teardown(finished)
+
+
+def _leave_nothing(recipe: Recipe, created: bool, record: Path | None, before: records.Snapshot) -> None:
+    """After a failure, whatever its cause: remove the directory this start created while it holds no
+    checkpoint, else the record this start wrote while nothing else was written."""
+    directory = run_directory(recipe)
+    try:
+        if created:
+            if directory.is_dir() and not any(directory.rglob("*.pt")):
+                shutil.rmtree(directory, ignore_errors=True)
+        elif record is not None:
+            records.discard_unless_produced(directory, before, record)
+    except OSError:
+        pass  # the failure being reported matters more than this clean-up

@@ -7,7 +7,9 @@ prior finds the tokenizer's tokens. Every stage is validated before the first on
 typo in the last stage costs seconds, not the first stage's training.
 
 ``--resume`` continues a pipeline: modes whose ``metrics.<mode>.json`` exists are skipped, and a
-stage whose training was interrupted resumes from its last checkpoint.
+stage whose training was interrupted resumes from its last checkpoint. The pipeline's recipe is
+compared with its record as a run's is, a stage's keys (``stages.<i>.recipe.<key>``) judged as
+that stage's recipe's own; ``--allow-changes`` passes on to the stages.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from brainsynth.core import runner
+from brainsynth.core import records, runner
 from brainsynth.core.errors import RecipeError, RunError
 from brainsynth.core.recipe import Recipe, load_raw, validate
 from brainsynth.core.runner import Run
@@ -139,11 +141,17 @@ class PipelineTask(Task):
                 label = f"[{done}/{total}] stage '{stage.name}': {recipe.task} {recipe.mode}"
                 finished = stage.directory / f"metrics.{recipe.mode}.json"
                 if run.resume and finished.is_file():
-                    run.say(f"{label}: already done, skipped")
+                    changes = records.changes_since_record(
+                        stage.directory, recipe, creating=recipe.mode in runner.CREATING_MODES
+                    )
+                    unapplied = f" (it finished with its recorded recipe; not applied: {', '.join(map(str, changes))})"
+                    run.say(f"{label}: already done, skipped{unapplied if changes else ''}")
                     continue
                 run.say(f"{label} -> {stage.directory}")
                 resume = run.resume and recipe.mode in runner.CREATING_MODES and stage.directory.exists()
-                results[f"{stage.name}.{recipe.mode}"] = runner.execute(recipe, run.registry, resume=resume)
+                results[f"{stage.name}.{recipe.mode}"] = runner.execute(
+                    recipe, run.registry, resume=resume, allow_changes=run.allow_changes
+                )
         report = run.recipe["report"]
         if report["enabled"]:
             index = pipeline_report(run.directory, report, run.recipe.text())
