@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -121,10 +122,12 @@ def main() -> None:
                 values.append(float(read(results[seed])))
             except KeyError:
                 values.append(float("nan"))
-        holds = all(test(v) for v in values)
-        summary[label] = {"values": values, "median": statistics.median(values), "holds": holds}
+        holds = all(v == v and test(v) for v in values)  # a NaN (nothing measurable) fails
+        ordered = sorted(values, key=lambda v: v if v == v else -math.inf)  # NaN ranks lowest
+        median = statistics.median_low(ordered) if len(ordered) % 2 else statistics.median(ordered)
+        summary[label] = {"values": values, "median": median, "holds": holds}
         print(f"{label:52s} {target:>12s} " + " ".join(f"{v:9.3f}" for v in values)
-              + f" {statistics.median(values):9.3f} {min(values):9.3f}-{max(values):<9.3f}  {'yes' if holds else 'NO'}")
+              + f" {median:9.3f} {ordered[0]:9.3f}-{ordered[-1]:<9.3f}  {'yes' if holds else 'NO'}")
     for key in INFORMATIVE:
         values = [float(results[s].get(key, float("nan"))) for s in args.seeds]
         print(f"{key:52s} {'':>12s} " + " ".join(f"{v:9.3f}" for v in values) + f" {statistics.median(values):9.3f}")
