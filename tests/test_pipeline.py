@@ -64,7 +64,8 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path, run_cli, tiny_cohort): 
     assert "brain_volume_slope" in summary and "brain_volume_fixed_at" not in summary
     for key in ("ventricular_volume_intercept", "ventricular_volume_mae", "ventricular_volume_wasserstein",
                 "volume_wasserstein_joint", "ventricular_volume_coverage", "sharpness_ratio",
-                "sharpness_reconstructed_ratio", "brain_volume_measured_mean", "brain_volume_mae"):
+                "sharpness_reconstructed_ratio", "brain_volume_spearman", "brain_volume_mae",
+                "ventricular_volume_kept_slope"):
         assert key in summary, key
     assert summary["sharpness_reconstructed_ratio"] > 0 and summary["sharpness_ratio"] > 0
     for name in ("distribution_ventricular_volume.png", "distribution_joint.png", "sharpness.png"):

@@ -12,6 +12,7 @@ parameters, the 2048 x 32 codebook included.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
