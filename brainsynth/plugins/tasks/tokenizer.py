@@ -19,11 +19,11 @@ from brainsynth.core.files import is_data_file, temporary_path, write_nifti_atom
 from brainsynth.core.runner import Run
 from brainsynth.core.task import Section, Task
 from brainsynth.core.loop import LoopConfig, Position, Trained, TrainingLoop, evaluation_due
+from brainsynth.core.token_files import META_FILE, listed_grids, stale_note
 from brainsynth.core.training import OptimizerConfig, autocast
-from brainsynth.plugins.datasets.tokens import listed_grids, stale_note
 from brainsynth.plugins.adversarial.weighting import adaptive_weight, last_layer_weight, scheduled_weight
 
-TOKENS_META = "tokens.json"
+TOKENS_META = META_FILE
 DEFAULT_METRICS = ("ms_ssim", "mae", "mse", "psnr")
 
 
