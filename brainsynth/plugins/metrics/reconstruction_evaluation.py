@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .calibration import calibrate
 from .morphology_preservation import (
     MORPHOLOGY_VARIABLES,
     describe_instrument,
@@ -58,11 +59,9 @@ def evaluate_reconstructions(
         for variable in variables:
             for key, value in summarise_calibration(measured, [variable], "").items():
                 values[key.replace(variable, f"{variable}_reconstructed", 1)] = value
-            kept = [{f"conditioned_{variable}": b[f"measured_{variable}"], f"measured_{variable}": a[f"measured_{variable}"]}
-                    for b, a in zip(before, measured)]
-            for key, value in summarise_calibration(kept, [variable], "").items():
-                if key.rsplit("_", 1)[-1] in ("spearman", "slope", "mae"):
-                    values[key.replace(variable, f"{variable}_kept", 1)] = value
+            kept = calibrate([b[f"measured_{variable}"] for b in before], [a[f"measured_{variable}"] for a in measured])
+            if kept is not None and kept.fixed is None:
+                values.update({f"{variable}_kept_{name}": getattr(kept, name) for name in ("spearman", "slope", "mae")})
         notes["morphology_reconstructed"] = (
             f"measure_morphology on the {len(volumes)} real brains after encode-quantise-decode by the tokenizer "
             "(with the real brains' tissue contrast) vs their table values: the ceiling of the samples' rho"

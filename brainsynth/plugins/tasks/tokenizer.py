@@ -23,7 +23,6 @@ from brainsynth.core.token_files import META_FILE, listed_grids, stale_note
 from brainsynth.core.training import OptimizerConfig, autocast
 from brainsynth.plugins.adversarial.weighting import adaptive_weight, last_layer_weight, scheduled_weight
 
-TOKENS_META = META_FILE
 DEFAULT_METRICS = ("ms_ssim", "mae", "mse", "psnr")
 
 
@@ -339,7 +338,7 @@ class TokenizerTask(Task):
                         "space": state["extra"].get("space"), "affines": affines,
                         "tokenizer_run": str(run.directory.resolve()),
                         "conditioning_table": str(Path(table).resolve()) if table is not None else None}
-                (folder / TOKENS_META).write_text(json.dumps(meta))
+                (folder / META_FILE).write_text(json.dumps(meta))
                 stale = listed_grids(folder)[1]
                 if stale:
                     run.say(f"warning: extract {split}: {stale_note(folder, stale, len(affines))}")
@@ -387,7 +386,7 @@ class TokenizerTask(Task):
                         f"to {_shape(network.output_shape(grid.shape))}). The grid comes from another tokenizer or "
                         f"ROI; decode it with that one."
                     )
-                meta_path = path.parent / TOKENS_META
+                meta_path = path.parent / META_FILE
                 affines = json.loads(meta_path.read_text()).get("affines", {}) if meta_path.is_file() else {}
                 affine = np.asarray(affines.get(path.stem, default_affine))
                 volume = network.decode_tokens(torch.from_numpy(grid.astype(np.int64))[None].to(run.device))
