@@ -98,6 +98,27 @@ def test_activation_checkpointing_gives_the_same_gradients():
     torch.testing.assert_close(grads[0], grads[1])
 
 
+
+def test_channels_last_computes_the_same_and_its_weights_load_into_the_usual_layout():
+    x = torch.rand(1, 1, 16, 16, 16)
+    outputs, grads, states = [], [], []
+    for channels_last in (False, True):
+        model = tiny(channels_last=channels_last)
+        out = model(x)
+        out.reconstruction.square().mean().backward()
+        outputs.append(out)
+        grads.append(model.encoder[2][0][0].weight.grad.clone())
+        states.append(model.state_dict())
+    assert model.encoder[0].weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert outputs[1].reconstruction.is_contiguous()  # the caller gets the usual layout back
+    torch.testing.assert_close(outputs[0].reconstruction, outputs[1].reconstruction, rtol=1e-5, atol=1e-6)
+    assert torch.equal(outputs[0].tokens, outputs[1].tokens)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
+    usual = tiny()
+    usual.load_state_dict(states[1])
+    with torch.no_grad():  # eval mode: the EMA codebook does not update
+        torch.testing.assert_close(usual.eval()(x).reconstruction, model.eval()(x).reconstruction, rtol=1e-5, atol=1e-6)
+
 def test_cheap_activations_are_recomputed_in_the_backward_pass_not_kept(monkeypatch):
     """Residual outputs and the first encoder stage's output are freed after the forward pass;
     the gradients are those of the plain graph (dropout included, same seed)."""

@@ -30,9 +30,10 @@ import torch
 from . import distributed, records
 from .errors import BrainsynthError, RunError
 from .files import inside, remove_leftovers, write_bytes_atomic
-from .logging import MetricsLogger, Progress
+from .logging import MetricsLogger, Progress, warn
 from .recipe import Recipe
 from .registry import Registry
+from .training import slow_precision
 
 CREATING_MODES = ("train", "run")
 """Modes that create a run directory; every other mode works inside an existing one."""
@@ -181,6 +182,9 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False, allow_chan
             if removed:
                 print(f"removed {len(removed)} files left by interrupted writes in {directory}", flush=True)
             before = records.snapshot(directory)
+            slow = slow_precision(recipe["precision"], dist_ctx.device)
+            if slow:
+                warn(slow)
             if record is not None and ".amendment-" in record.name:
                 print(f"the recipe differs from the last record: recorded as {record} "
                       f"(its first line lists the changes)", flush=True)
