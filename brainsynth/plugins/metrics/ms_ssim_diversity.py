@@ -6,6 +6,12 @@ reported beside it (``ms_ssim_diversity_real``) when a reference set is given. T
 computed it between the samples and a shuffled copy of them; here it is the mean over distinct
 pairs (all of them, or `max_pairs` drawn with a fixed seed, since each pair costs a full 3D
 MS-SSIM).
+
+How many pairs: the mean over a drawn subset moves with the draw. On the demo's 48 samples and 24
+real brains (3 mm), the standard deviation over six draws was 0.0125 (samples) and 0.0106 (real)
+with 32 pairs, 0.0077 / 0.0046 with 128 and 0.0044 / 0.0007 with 256, against a difference of
+interest of about 0.02; 256 pairs took 6.4 s per set there. Hence 256 by default; at 1 mm a pair
+costs seconds, and a smaller `max_pairs` trades precision for time.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ def distinct_pairs(count: int, max_pairs: int, seed: int = 0) -> list[tuple[int,
 
 
 def mean_pairwise_ms_ssim(
-    volumes: torch.Tensor, max_pairs: int = 32, batch_size: int = 8, window: int | None = None, seed: int = 0
+    volumes: torch.Tensor, max_pairs: int = 256, batch_size: int = 8, window: int | None = None, seed: int = 0
 ) -> float:
     """Mean MS-SSIM over distinct pairs of ``[N, 1, *spatial]`` volumes in [0, 1] (NaN if N < 2)."""
     pairs = distinct_pairs(int(volumes.shape[0]), max_pairs, seed)
@@ -49,7 +55,7 @@ class MultiScaleSSIMDiversity:
 
     Args:
         max_pairs: at most this many distinct pairs per set, drawn with a fixed seed (each pair costs
-            a 3D MS-SSIM: about 0.1-0.3 s at 3-4 mm on 2 CPU cores).
+            a 3D MS-SSIM: about 0.03 s at 3 mm on 2 CPU cores; see the module docstring).
         window: MS-SSIM Gaussian window; unset means the rule of the ``ms_ssim`` metric.
     """
 
@@ -57,7 +63,7 @@ class MultiScaleSSIMDiversity:
     scope = SET_SCOPE
     higher_is_better = False
 
-    def __init__(self, max_pairs: int = 32, window: int | None = None) -> None:
+    def __init__(self, max_pairs: int = 256, window: int | None = None) -> None:
         self.max_pairs = max_pairs
         self.window = window
 
