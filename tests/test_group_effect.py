@@ -31,13 +31,20 @@ def test_effects_of_samples_and_real_brains_and_their_ratio():
     assert values["diagnosis_effect_medial_temporal_volume_samples"] == pytest.approx(-np.sqrt(2.0))
     assert values["diagnosis_effect_medial_temporal_volume_ratio"] == pytest.approx(np.sqrt(2.0) / 3.0)
     assert "Cohen's d" in notes["diagnosis_effect"] and "not computable" not in notes["diagnosis_effect"]
+    # standard errors: real 3 + 3 at d -3: sqrt(6/9 + 9/12); samples 2 + 2 at d -sqrt(2): sqrt(4/4 + 2/8)
+    real_se, samples_se = np.sqrt(6 / 9 + 9 / 12), np.sqrt(1 + 2 / 8)
+    assert values["diagnosis_effect_medial_temporal_volume_real_se"] == pytest.approx(real_se)
+    assert values["diagnosis_effect_medial_temporal_volume_samples_se"] == pytest.approx(samples_se)
+    ratio_se = np.sqrt(2.0) / 3.0 * np.hypot(samples_se / np.sqrt(2.0), real_se / 3.0)
+    assert values["diagnosis_effect_medial_temporal_volume_ratio_se"] == pytest.approx(ratio_se)
 
 
 def test_too_small_groups_are_said_in_words_never_nan():
     real = _rows("real", [0, 0, 0, 1], [15.0, 16.0, 17.0, 12.0])
     samples = _rows("sample", [0, 0, 1, 1], [15.0, 17.0, 13.0, 15.0])
     values, notes = group_effects(samples, real, "diagnosis", ["medial_temporal_volume"])
-    assert values == {"diagnosis_effect_medial_temporal_volume_samples": pytest.approx(-np.sqrt(2.0))}
+    assert values == {"diagnosis_effect_medial_temporal_volume_samples": pytest.approx(-np.sqrt(2.0)),
+                      "diagnosis_effect_medial_temporal_volume_samples_se": pytest.approx(np.sqrt(1 + 2 / 8))}
     assert "not computable for the real" in notes["diagnosis_effect"] and "1 at 1" in notes["diagnosis_effect"]
     values, notes = group_effects(_rows("sample", [1, 1], [1.0, 2.0]), real, "diagnosis", ["medial_temporal_volume"])
     assert values == {} and "the same two levels" in notes["diagnosis_effect"]

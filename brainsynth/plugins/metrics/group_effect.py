@@ -8,6 +8,12 @@ for the real brains grouped by their table value; the ratio samples / real is 1 
 carry the real effect in full, below 1 when it is weakened, above 1 when exaggerated. A group
 with fewer than two finite values, or no spread at all, has no d: it is reported in words, never
 as NaN.
+
+Each d comes with its large-sample standard error (``_se``: sqrt((n1 + n2) / (n1 n2) + d^2 /
+(2 (n1 + n2))), Hedges and Olkin) and the ratio with the delta-method error of a quotient of the
+two (``_ratio_se``). They say how far a small set lets the number move: the demo's 24 real val
+brains, 6 or so of them diagnosed, give a real d of about -1.7 with an SE near 0.5. Samples drawn
+several to a condition are not independent, so their SE is a lower bound.
 """
 
 from __future__ import annotations
@@ -27,6 +33,16 @@ def cohens_d(first: Sequence[float], second: Sequence[float]) -> float | None:
     if not pooled > 0:
         return None
     return float((b.mean() - a.mean()) / pooled)
+
+
+def cohens_d_standard_error(d: float, first_size: int, second_size: int) -> float:
+    """Large-sample standard error of Cohen's d between groups of these sizes (Hedges and Olkin)."""
+    total = first_size + second_size
+    return float(np.sqrt(total / (first_size * second_size) + d * d / (2.0 * total)))
+
+
+def _finite_count(values: Sequence[float]) -> int:
+    return int(np.isfinite(np.asarray(values, dtype=np.float64)).sum())
 
 
 def _groups(rows: Sequence[dict], group: str, variable: str) -> dict[float, list[float]]:
@@ -67,11 +83,19 @@ def group_effects(
                                f"spread ({sizes})")
             else:
                 values[f"{group}_effect_{variable}_{name}"] = effect
+                values[f"{group}_effect_{variable}_{name}_se"] = cohens_d_standard_error(
+                    effect, _finite_count(sets[name][low]), _finite_count(sets[name][high])
+                )
         if effects["samples"] is not None and effects["real"] not in (None, 0.0):
-            values[f"{group}_effect_{variable}_ratio"] = effects["samples"] / effects["real"]
+            ratio = effects["samples"] / effects["real"]
+            values[f"{group}_effect_{variable}_ratio"] = ratio
+            if effects["samples"] != 0.0:
+                relative = [values[f"{group}_effect_{variable}_{name}_se"] / abs(effects[name]) for name in ("samples", "real")]
+                values[f"{group}_effect_{variable}_ratio_se"] = abs(ratio) * float(np.hypot(*relative))
     note = (f"Cohen's d (pooled SD) of each measured volume, {group} at its higher level against its lower, samples "
             f"grouped by their condition, real brains by their table value; ratio samples / real (1 = the real "
-            f"effect in full)")
+            f"effect in full); _se: large-sample standard errors (a lower bound for samples drawn several to a "
+            f"condition)")
     if reasons:
         note += ". " + "; ".join(reasons)
     return values, {f"{group}_effect": note}

@@ -84,6 +84,10 @@ GROUP_EFFECT_DESCRIPTIONS = {
     "real": "the same Cohen's d on real brains, grouped by their recorded {group}: the signature to match",
     "ratio": "samples' d / real brains' d for {name} by {group} (1 = the samples carry the real effect in full, "
              "below 1 weakened, above 1 exaggerated; closer to 1 is better)",
+    "samples_se": "standard error of the samples' d (large-sample formula; a lower bound when several samples share "
+                  "a condition): how far the set's size lets it move",
+    "real_se": "standard error of the real brains' d (large-sample formula): few brains in a group make it large",
+    "ratio_se": "standard error of the ratio, from the two above (delta method): a ratio is only as sure as this",
 }
 """Group-effect keys (``<group>_effect_<variable>_<suffix>``) and what they are."""
 
@@ -268,8 +272,11 @@ def _figures(folder: Path, inputs: ReportInputs) -> list[Section]:
         name = f"effect_{group}_{variable}.png"
         if group_effect_strip(rows, group, variable, folder / name) is not None:
             ratio = _number(inputs.metrics.get(f"{group}_effect_{variable}_ratio"))
+            error = _number(inputs.metrics.get(f"{group}_effect_{variable}_ratio_se"))
             said = f"the samples carry {ratio:.2f} of the real effect" if ratio is not None else (
                 "the real effect could not be computed (see the notes)")
+            if ratio is not None and error is not None:
+                said += f", give or take {error:.2f} (one standard error: small groups make this number move)"
             effects.append((name, f"Measured {VARIABLE_NAMES[variable]} by {group}, real brains and samples: a "
                                   f"diagnosis carries its signature when the samples' groups differ as the real "
                                   f"ones do (Cohen's d ratio near 1; here {said})."))
