@@ -1,4 +1,9 @@
-"""The ``brainsynth`` command line. Plugins add commands through ``register_commands``."""
+"""The ``brainsynth`` command line. Plugins add commands through ``register_commands``.
+
+Errors end in one line (``--debug`` shows the traceback): a user's mistake exits 2, a run stopped
+by a signal exits 128 + its number. Under ``--nproc-per-node`` the launcher speaks for the job:
+its workers stop quietly when they are told to, and the launcher says why in one line.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,12 @@ from brainsynth import __version__
 from brainsynth.core import plugins
 from brainsynth.core.errors import BrainsynthError
 from brainsynth.core.registry import KINDS
+from brainsynth.core.signals import Stopped
+
+
+def _worker() -> bool:
+    """True in a process that torch's launcher started (it reports for the whole job)."""
+    return "LOCAL_RANK" in os.environ
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,13 +52,17 @@ def run(recipe: str, mode: str | None, overrides: tuple[str, ...], resume: bool,
     from brainsynth.core import distributed, runner
     from brainsynth.core.errors import RunError
 
+    if _worker():
+        from brainsynth.core.signals import follow_launcher
+
+        follow_launcher()  # before anything slow: a worker never outlives its launcher
     if allow_changes and not resume:
         raise RunError("--allow-changes applies to --resume only (a new run records its recipe as it is).")
     resolved = _load(recipe, overrides, mode)
     if dry_run:
         _dry_run(recipe, resolved)
         return
-    if nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
+    if nproc_per_node > 1 and not _worker():
         argv = ["run", recipe, *(f"--set={o}" for o in overrides)]
         if mode:
             argv += ["--mode", mode]
@@ -55,7 +70,7 @@ def run(recipe: str, mode: str | None, overrides: tuple[str, ...], resume: bool,
             argv.append("--resume")
         if allow_changes:
             argv.append("--allow-changes")
-        sys.exit(distributed.launch(nproc_per_node, argv))
+        sys.exit(distributed.launch(nproc_per_node, argv, directory=runner.run_directory(resolved)))
     runner.execute(resolved, plugins.registry(), resume=resume, allow_changes=allow_changes)
     experiment = resolved["experiment"]
     if int(os.environ.get("RANK", "0")) == 0:
@@ -106,7 +121,7 @@ def sweep(recipe: str, grid: tuple[str, ...], mode: str | None, overrides: tuple
                 argv.append("--resume")
                 if allow_changes:
                     argv.append("--allow-changes")
-            code = distributed.launch(nproc_per_node, argv)
+            code = distributed.launch(nproc_per_node, argv, directory=combination.directory)
             if code:
                 raise RunError(f"the run exited with code {code} (its message is above).")
         else:
@@ -179,8 +194,15 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+        if not _worker():
+            click.echo("interrupted", err=True)
         sys.exit(130)
+    except Stopped as exc:
+        if debug:
+            raise
+        if not _worker():
+            click.echo(f"error: {exc}; checkpoints written so far are kept (training continues with --resume).", err=True)
+        sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - a bug (ours, a plugin's, a library's) is one line too
         if debug:
             raise

@@ -1,8 +1,22 @@
-"""torch.distributed set-up from the environment ``torchrun`` provides.
+"""torch.distributed set-up from the environment ``torchrun`` provides, and the job's end.
 
 Under ``torchrun`` (or ``brainsynth run --nproc-per-node N``, which goes through the same
 elastic launcher) every process reads RANK / WORLD_SIZE / LOCAL_RANK and joins one process group:
 gloo on CPU, nccl on CUDA. Without those variables the run is a single process.
+
+How a job ends:
+
+* finished: every rank meets the others at a barrier after the last collective, then leaves the
+  process group (`teardown`), which frees it and stops its threads while the interpreter is
+  still whole. ``torch.distributed.optim`` (ZeRO) is imported before the group is created: imported
+  after, its TorchScript compilation keeps a reference to the live default group, which
+  ``destroy_process_group`` then cannot free; its gloo threads met the interpreter's shutdown and
+  now and then aborted a finished rank at exit (``terminate called without an active exception``).
+* a worker fails: it prints its own error; the launcher stops the others and exits with its code.
+* a worker is killed from outside: the launcher reports its rank and the signal in one line.
+* the launcher gets SIGTERM or SIGINT: it stops every worker and `launch` raises `signals.Stopped`
+  (one line from the CLI). Workers die with their launcher even when it is SIGKILLed
+  (`signals.follow_launcher`).
 """
 
 from __future__ import annotations
@@ -11,6 +25,7 @@ import dataclasses
 import hashlib
 import inspect
 import os
+import signal
 import time
 from collections.abc import Mapping
 from typing import Any, NoReturn
@@ -18,6 +33,7 @@ from typing import Any, NoReturn
 import torch
 import torch.distributed as dist
 
+from . import signals
 from .errors import RunError
 
 
@@ -55,7 +71,12 @@ def setup(device_preference: str = "auto") -> DistributedContext:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = choose_device(device_preference, local_rank)
+    if world_size > 1 or "TORCHELASTIC_RUN_ID" in os.environ:
+        signals.follow_launcher()
     if world_size > 1 and not dist.is_initialized():
+        # Before the group exists: imported later, it keeps the group alive (see the module docstring).
+        import torch.distributed.optim  # noqa: F401
+
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
@@ -86,33 +107,71 @@ def wait_to_be_stopped(timeout: float = PEER_FAILURE_WAIT_S) -> NoReturn:
 
 
 def teardown(finished: bool = False) -> None:
-    """Leave the process group. After a finished run every rank first meets the others, so no rank
-    tears down gloo's connections while a peer still uses them (seen as an abort at exit)."""
+    """Leave the process group. After a finished run every rank first meets the others (the last
+    collective), so no rank tears down gloo's connections while a peer still uses them; then the
+    group is destroyed, which frees it: no gloo thread is left for the interpreter's shutdown."""
     if dist.is_available() and dist.is_initialized():
         if finished and dist.get_world_size() > 1:
             dist.barrier()
         dist.destroy_process_group()
 
 
-def launch(nproc_per_node: int, argv: list[str]) -> int:
+def launch(nproc_per_node: int, argv: list[str], directory: str | os.PathLike | None = None) -> int:
     """Re-run ``brainsynth <argv>`` in `nproc_per_node` processes through torch's elastic launcher.
 
     When one process fails the launcher stops the others (within its 0.1 s monitor interval
     plus their shutdown). The failing process has printed its own message; the exit code
-    returned is that process's.
+    returned is that process's. A worker killed by a signal is reported here, with its rank
+    (`RunError`, exit code 128 + the signal); a signal to this process stops every worker and
+    raises `signals.Stopped`. `directory`: the run's, where a lock rank 0 could not release
+    (it was killed) is removed once the job has ended.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
+
+    from . import locks
 
     args = get_args_parser().parse_args(
         ["--standalone", f"--nproc-per-node={nproc_per_node}", "--module", "brainsynth", *argv]
     )
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)}
+    previous = os.environ.get(signals.LAUNCHER_PID)
+    os.environ[signals.LAUNCHER_PID] = str(os.getpid())
     try:
         run(args)
     except ChildFailedError as exc:
-        codes = [failure.exitcode for failure in exc.failures.values() if failure.exitcode > 0]
-        return codes[0] if codes else 1
+        return _failed_child(exc.failures)
+    except SignalException as exc:  # torch has stopped every worker by now
+        raise signals.Stopped(int(exc.sigval), ": every process of the job was stopped") from None
+    finally:
+        for sig, handler in handlers.items():  # torch leaves its own installed
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        if previous is None:
+            os.environ.pop(signals.LAUNCHER_PID, None)
+        else:
+            os.environ[signals.LAUNCHER_PID] = previous
+        if directory is not None:
+            locks.release_orphaned(directory)
     return 0
+
+
+def _failed_child(failures: Mapping[int, Any]) -> int:
+    """The job's exit code from the first failure; a worker ended by a signal is reported here."""
+    if not failures:
+        return 1
+    rank, first = next(iter(failures.items()))  # in the order torch saw them: the cause comes first
+    code = int(first.exitcode)
+    signum = -code if code < 0 else code - 128 if code > 128 else None
+    if signum is None:
+        return code  # the worker printed its own error
+    error = RunError(
+        f"rank {rank} (pid {first.pid}) was {'killed' if code < 0 else 'stopped'} by {signals.signal_name(signum)} "
+        f"from outside the job; the other processes were stopped. Checkpoints written so far are kept "
+        f"(training continues with --resume)."
+    )
+    error.exit_code = 128 + signum
+    raise error
 
 
 def wrap(module: torch.nn.Module, ctx: DistributedContext, broadcast_buffers: bool = True) -> torch.nn.Module:

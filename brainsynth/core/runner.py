@@ -6,7 +6,17 @@ The run directory is ``<experiment.root>/<experiment.name>/``. A mode that creat
 (`records`): ``--resume`` with a recipe that changes the result is refused unless
 ``--allow-changes``, and a directory without a checkpoint (a half-made run) is not resumed.
 
-Every start of a mode first removes the temporary files that interrupted writes left in the run
+One job at a time writes into a run: every start of a mode takes the run directory's lock
+(`locks`) before it reads or writes anything there, and a start refused because another job holds
+it writes nothing. Under several processes rank 0, the only process that writes into the run,
+holds it. The lock is released however the start ends: normally, on an error, on SIGTERM or
+SIGHUP (`signals.stop_on_signals` turns them into an exception, so the clean-up runs) and on
+Ctrl-C. A pipeline holds its own directory's lock for the whole pipeline, and each stage, run
+by `execute` in the same process, holds its stage directory's lock while it runs: every lock
+names one directory and a stage's directory is never its pipeline's, so a stage never waits on
+its parent, and a second start of the pipeline, or of a running stage, is refused.
+
+Every start of a mode then removes the temporary files that interrupted writes left in the run
 (`files.remove_leftovers`), and an OS error during a run (unwritable folder, full disk) is
 reported as one `RunError` line, like a user error. Whatever fails, a start leaves nothing
 behind: a directory it created is removed while it holds no checkpoint, and the record it wrote
@@ -27,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import distributed, records
+from . import distributed, locks, records, signals
 from .errors import BrainsynthError, RunError
 from .files import inside, remove_leftovers, write_bytes_atomic
 from .logging import MetricsLogger, Progress, warn
@@ -107,12 +117,23 @@ def run_directory(recipe: Recipe) -> Path:
     return Path(experiment["root"]) / experiment["name"]
 
 
-def prepare_directory(recipe: Recipe, resume: bool, allow_changes: bool = False) -> tuple[Path, Path | None]:
-    """Check the run directory against the mode and --resume, create it and record the recipe.
+@dataclasses.dataclass
+class Prepared:
+    """What `prepare_directory` did: the directory, the record it wrote (None when the recipe equals the
+    last record), whether it created the directory, and the lock it holds."""
 
-    Returns the directory and the record this start wrote (None when the recipe equals the last
-    record). An OS error on the way (a read-only or full disk) is a `RunError` naming
-    ``experiment.root``.
+    directory: Path
+    record: Path | None
+    created: bool
+    lock: locks.RunLock
+
+
+def prepare_directory(recipe: Recipe, resume: bool, allow_changes: bool = False) -> Prepared:
+    """Check the run directory against the mode and --resume, create it, lock it and record the recipe.
+
+    A start refused here (another job holds the run, the directory exists or does not, the recipe
+    differs) leaves the directory as it was. An OS error on the way (a read-only or full disk) is
+    a `RunError` naming ``experiment.root``.
     """
     root = Path(recipe["experiment"]["root"])
     where = recipe.origins(("experiment", "root"))
@@ -131,30 +152,48 @@ def prepare_directory(recipe: Recipe, resume: bool, allow_changes: bool = False)
         ) from exc
 
 
-def _prepare_directory(recipe: Recipe, resume: bool, allow_changes: bool) -> tuple[Path, Path | None]:
+def _prepare_directory(recipe: Recipe, resume: bool, allow_changes: bool) -> Prepared:
     directory = run_directory(recipe)
     creating = recipe.mode in CREATING_MODES
-    if creating:
-        if directory.exists() and not resume:
-            raise RunError(
-                f"run directory {directory} already exists. Pass --resume to continue it, or choose "
-                f"another name with --set experiment.name=NAME (runs are never overwritten)."
-            )
-        if resume and not directory.exists():
-            raise RunError(f"--resume: run directory {directory} does not exist; start it without --resume.")
-        if resume:
-            records.resumable(directory, recipe.mode)
-        else:
-            (directory / "checkpoints").mkdir(parents=True)
-    elif not directory.is_dir():
+    exists = (
+        f"run directory {directory} already exists. Pass --resume to continue it, or choose "
+        f"another name with --set experiment.name=NAME (runs are never overwritten)."
+    )
+    created = False
+    if creating and not resume:
+        if directory.exists():
+            raise RunError(exists)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            directory.mkdir()  # of two starts of one new run, exactly one creates it
+        except FileExistsError:
+            raise RunError(exists) from None
+        created = True
+    elif creating and not directory.exists():
+        raise RunError(f"--resume: run directory {directory} does not exist; start it without --resume.")
+    elif not creating and not directory.is_dir():
         raise RunError(
             f"run directory {directory} does not exist: mode '{recipe.mode}' works inside a "
             f"trained run. Train it first (--mode train) or set experiment.name/root to the run."
         )
-    record = records.start(directory, recipe, creating=creating, resume=resume, allow_changes=allow_changes)
-    if creating:
-        (directory / "checkpoints").mkdir(exist_ok=True)
-    return directory, record
+    try:
+        lock = locks.acquire(directory, recipe.mode, say=lambda line: print(line, flush=True))
+    except BaseException:
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    try:
+        if creating and resume:
+            records.resumable(directory, recipe.mode)
+        record = records.start(directory, recipe, creating=creating, resume=resume, allow_changes=allow_changes)
+        if creating:
+            (directory / "checkpoints").mkdir(exist_ok=True)
+    except BaseException:
+        lock.release()
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return Prepared(directory, record, created, lock)
 
 
 def os_error(exc: OSError, recipe: Recipe) -> RunError:
@@ -167,17 +206,26 @@ def os_error(exc: OSError, recipe: Recipe) -> RunError:
 
 
 def execute(recipe: Recipe, registry: Registry, resume: bool = False, allow_changes: bool = False) -> dict[str, Any]:
-    """Run the recipe's task in its mode in this process; returns the final metrics."""
+    """Run the recipe's task in its mode in this process; returns the final metrics.
+
+    SIGTERM and SIGHUP raise `signals.Stopped` here, so a stopped run releases its lock and
+    leaves nothing behind, as a failed one does.
+    """
+    with signals.stop_on_signals():
+        return _execute(recipe, registry, resume, allow_changes)
+
+
+def _execute(recipe: Recipe, registry: Registry, resume: bool, allow_changes: bool) -> dict[str, Any]:
     dist_ctx = distributed.setup(recipe["device"])
-    created = recipe.mode in CREATING_MODES and not run_directory(recipe).exists()
-    record: Path | None = None
+    prepared: Prepared | None = None
     before: records.Snapshot = {}
     finished = False
     try:
-        # Rank 0 checks and creates the directory; the others wait for it (a failure on rank 0
-        # ends the whole job through the launcher).
+        # Rank 0 checks, creates and locks the directory; the others wait for it (a failure on
+        # rank 0 ends the whole job through the launcher).
         if dist_ctx.is_main:
-            directory, record = prepare_directory(recipe, resume, allow_changes)
+            prepared = prepare_directory(recipe, resume, allow_changes)
+            directory, record = prepared.directory, prepared.record
             removed = remove_leftovers(directory)
             if removed:
                 print(f"removed {len(removed)} files left by interrupted writes in {directory}", flush=True)
@@ -206,8 +254,8 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False, allow_chan
         finished = True
         return metrics
     except BaseException as exc:
-        if dist_ctx.is_main:
-            _leave_nothing(recipe, created, record, before)
+        if prepared is not None:
+            _leave_nothing(prepared, before)
         if isinstance(exc, (BrainsynthError, OSError)):
             if dist_ctx.is_distributed and not dist_ctx.is_main:
                 time.sleep(distributed.REPORT_DELAY_S)  # an error every rank hits is reported by rank 0 alone
@@ -217,21 +265,26 @@ def execute(recipe: Recipe, registry: Registry, resume: bool = False, allow_chan
             distributed.wait_to_be_stopped()  # the rank that failed reports why; this one stays quiet
         raise
     finally:
-        # After a failure other ranks may sit in a collective: leave the group to process exit
-        # (an orderly teardown can block under nccl).
-        if finished or not dist_ctx.is_distributed:
-            distributed.teardown(finished)
+        try:
+            # After a failure other ranks may sit in a collective: leave the group to process exit
+            # (an orderly teardown can block under nccl).
+            if finished or not dist_ctx.is_distributed:
+                distributed.teardown(finished)
+        finally:
+            if prepared is not None:  # after the other ranks are done with the run (teardown's barrier)
+                prepared.lock.release()
 
 
-def _leave_nothing(recipe: Recipe, created: bool, record: Path | None, before: records.Snapshot) -> None:
+def _leave_nothing(prepared: Prepared, before: records.Snapshot) -> None:
     """After a failure, whatever its cause: remove the directory this start created while it holds no
-    checkpoint, else the record this start wrote while nothing else was written."""
-    directory = run_directory(recipe)
+    checkpoint, else the record this start wrote while nothing else was written. The lock is not
+    counted as written: it was there before `before` was taken."""
+    directory = prepared.directory
     try:
-        if created:
+        if prepared.created:
             if directory.is_dir() and not any(directory.rglob("*.pt")):
                 shutil.rmtree(directory, ignore_errors=True)
-        elif record is not None:
-            records.discard_unless_produced(directory, before, record)
+        elif prepared.record is not None:
+            records.discard_unless_produced(directory, before, prepared.record)
     except OSError:
         pass  # the failure being reported matters more than this clean-up
