@@ -104,8 +104,9 @@ def autocast(precision: str, device: torch.device):
 def slow_precision(precision: str, device: torch.device) -> str | None:
     """Why ``precision`` would run slower than fp32 on this device, or None.
 
-    bf16 on a CPU without native bf16 instructions (AVX512-BF16 or AMX) is emulated: measured
-    about 9x slower than fp32 per tokenizer step, where with AMX it is about 4x faster.
+    bf16 on a CPU without native bf16 instructions (AVX512-BF16 or AMX) is emulated: a demo
+    tokenizer step took 7.5x as long as in fp32 with oneDNN held to AVX2, where with AMX it took
+    0.2x (benchmarks/precision.py).
     """
     if device.type != "cpu" or precision != "bf16":
         return None
