@@ -1,4 +1,4 @@
-"""Shared fixtures: run the CLI in-process, add a plugin for one test, write tiny token grids."""
+"""Shared fixtures: run the CLI in-process, add a plugin for one test, write tiny token grids, a toy run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _toy_plugin import ToyPlugin, recipe_text
 
 from brainsynth import cli
 from brainsynth.core import plugins
@@ -70,6 +71,21 @@ def write_token_grids(folder: Path, count: int = 6, grid=(3, 4, 2), num_embeddin
 @pytest.fixture
 def token_grids(tmp_path) -> Path:
     return write_token_grids(tmp_path / "tokens")
+
+
+@pytest.fixture
+def toy(extra_plugin):
+    """The toy plugin (tests/_toy_plugin.py) registered for one test."""
+    extra_plugin(ToyPlugin, "toy-dist:toy")
+
+
+@pytest.fixture
+def trained(toy, run_cli, tmp_path, token_grids):
+    """A finished one-epoch toy run: (recipe path, run directory)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(recipe_text(token_grids, tmp_path / "runs", epochs=1))
+    assert run_cli("run", str(recipe)).code == 0
+    return recipe, tmp_path / "runs" / "toy"
 
 
 def one_line_error(result) -> str:

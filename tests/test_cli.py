@@ -7,14 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from _toy_plugin import ToyPlugin, recipe_text
+from _toy_plugin import recipe_text
 
 from brainsynth.core.logging import read_metrics
-
-
-@pytest.fixture
-def toy(extra_plugin):
-    extra_plugin(ToyPlugin, "toy-dist:toy")
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _toy_plugin import ToyPlugin, recipe_text
+from _toy_plugin import recipe_text
 from conftest import one_line_error, write_token_grids
 
 from brainsynth.core import locks
@@ -32,23 +32,9 @@ from brainsynth.core.logging import read_metrics
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def toy(extra_plugin):
-    extra_plugin(ToyPlugin, "toy-dist:toy")
-
-
 def contents(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file's bytes and modification time: a start that writes nothing leaves this as it was."""
     return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def trained(toy, run_cli, tmp_path, token_grids):
-    """A finished one-epoch toy run: (recipe path, run directory)."""
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(recipe_text(token_grids, tmp_path / "runs", epochs=1))
-    assert run_cli("run", str(recipe)).code == 0
-    return recipe, tmp_path / "runs" / "toy"
 
 
 def python(code: str, **kwargs) -> subprocess.Popen:

@@ -8,13 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-from _toy_plugin import ToyPlugin, recipe_text
+from _toy_plugin import recipe_text
 from conftest import one_line_error, write_token_grids
-
-
-@pytest.fixture
-def toy(extra_plugin):
-    extra_plugin(ToyPlugin, "toy-dist:toy")
 
 
 

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from _toy_plugin import ToyPlugin, recipe_text
+from _toy_plugin import recipe_text
 from conftest import one_line_error
-
-
-@pytest.fixture
-def toy(extra_plugin):
-    extra_plugin(ToyPlugin, "toy-dist:toy")
 
 
 

@@ -5,16 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from _toy_plugin import BigramPrior, ToyPlugin, recipe_text
+from _toy_plugin import BigramPrior, recipe_text
 from conftest import one_line_error
 
 from brainsynth.core.checkpoint import read_checkpoint
 from brainsynth.core.hookspecs import hookimpl
-
-
-@pytest.fixture
-def toy(extra_plugin):
-    extra_plugin(ToyPlugin, "toy-dist:toy")
 
 
 class BrokenPrior(BigramPrior):
@@ -48,15 +43,6 @@ def tree(folder):
 
 def contents(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture
-def trained(toy, run_cli, tmp_path, token_grids):
-    """A finished one-epoch toy run: (recipe path, run directory)."""
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(recipe_text(token_grids, tmp_path / "runs", epochs=1))
-    assert run_cli("run", str(recipe)).code == 0
-    return recipe, tmp_path / "runs" / "toy"
 
 
 # -- item 1: append-only records, --resume compares recipes ---------------------------------------

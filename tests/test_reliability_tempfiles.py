@@ -11,17 +11,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from _toy_plugin import ToyPlugin, recipe_text
+from _toy_plugin import recipe_text
 from conftest import write_token_grids
 
 from brainsynth.core.data import list_subjects
 
 DATA_SUFFIXES = (".nii", ".nii.gz", ".npy", ".png", ".csv", ".json", ".pt")
-
-
-@pytest.fixture
-def toy(extra_plugin):
-    extra_plugin(ToyPlugin, "toy-dist:toy")
 
 
 @pytest.fixture

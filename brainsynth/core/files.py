@@ -106,9 +106,8 @@ def write_nifti_atomic(path: str | os.PathLike, image) -> Path:
     return write_bytes_atomic(path, data)
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # this process has only just started: a file with its pid is an old one
+def process_exists(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -116,6 +115,12 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this process has only just started: a file with its pid is an old one
+    return process_exists(pid)
 
 
 def remove_leftovers(folder: str | os.PathLike) -> list[Path]:

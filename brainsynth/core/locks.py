@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import RunError
+from .files import process_exists
 
 LOCK_FILE = ".lock"
 """The lock's name inside a run directory."""
@@ -60,12 +61,8 @@ def _running(pid: int | None, start: int | None) -> str | None:
     """None when `pid` is the process that started at `start`; otherwise why it is not."""
     if not pid:
         return "no process recorded"
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not process_exists(pid):
         return "no longer running"
-    except PermissionError:
-        pass  # another user's process: it exists
     now = process_start(pid)
     if start is not None and now is not None and now != start:
         return "no longer running; its pid now belongs to another program"
@@ -112,7 +109,8 @@ class Holder:
         """None while the holder's job may still run; otherwise why it is known to be gone."""
         if self.host != socket.gethostname():
             return None  # cannot be checked from here
-        if self.boot and boot_id() and self.boot != boot_id():
+        boot = boot_id()
+        if self.boot and boot and self.boot != boot:
             return "the machine has restarted since"
         why = _running(self.pid, self.start)
         if why is None:
@@ -169,8 +167,8 @@ def acquire(directory: str | os.PathLike, mode: str, say: Callable[[str], None] 
     path = directory / LOCK_FILE
     me = Holder.me(mode)
     with _one_at_a_time(directory):
-        holder = Holder.read(path) if path.exists() else None
         if path.exists():
+            holder = Holder.read(path)
             if holder is None:
                 say(f"took over the lock of {directory}: {path} could not be read (left half-written by a killed start)")
             elif (why := holder.why_stale()) is not None:

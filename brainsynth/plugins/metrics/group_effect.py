@@ -23,10 +23,14 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def _finite(values: Sequence[float]) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    return array[np.isfinite(array)]
+
+
 def cohens_d(first: Sequence[float], second: Sequence[float]) -> float | None:
     """(mean(second) - mean(first)) / pooled SD of the finite values; None with fewer than 2 in a group or no spread."""
-    a, b = (np.asarray(v, dtype=np.float64) for v in (first, second))
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    a, b = _finite(first), _finite(second)
     if a.size < 2 or b.size < 2:
         return None
     pooled = np.sqrt(((a.size - 1) * a.var(ddof=1) + (b.size - 1) * b.var(ddof=1)) / (a.size + b.size - 2))
@@ -39,10 +43,6 @@ def cohens_d_standard_error(d: float, first_size: int, second_size: int) -> floa
     """Large-sample standard error of Cohen's d between groups of these sizes (Hedges and Olkin)."""
     total = first_size + second_size
     return float(np.sqrt(total / (first_size * second_size) + d * d / (2.0 * total)))
-
-
-def _finite_count(values: Sequence[float]) -> int:
-    return int(np.isfinite(np.asarray(values, dtype=np.float64)).sum())
 
 
 def _groups(rows: Sequence[dict], group: str, variable: str) -> dict[float, list[float]]:
@@ -84,7 +84,7 @@ def group_effects(
             else:
                 values[f"{group}_effect_{variable}_{name}"] = effect
                 values[f"{group}_effect_{variable}_{name}_se"] = cohens_d_standard_error(
-                    effect, _finite_count(sets[name][low]), _finite_count(sets[name][high])
+                    effect, _finite(sets[name][low]).size, _finite(sets[name][high]).size
                 )
         if effects["samples"] is not None and effects["real"] not in (None, 0.0):
             ratio = effects["samples"] / effects["real"]
