@@ -68,8 +68,8 @@ def write_volumes(folder, names, shape=(SIZE, SIZE, SIZE), seed=0):
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     root = tmp_path_factory.mktemp("checks_cohort")
-    train = write_volumes(root / "train", [f"sub-{i:02d}" for i in range(6)])
-    val = write_volumes(root / "val", [f"sub-{i:02d}" for i in range(6, 8)], seed=1)
+    write_volumes(root / "train", [f"sub-{i:02d}" for i in range(6)])
+    write_volumes(root / "val", [f"sub-{i:02d}" for i in range(6, 8)], seed=1)
     rows = ["subject\tage\tsex"] + [f"sub-{i:02d}\t{60 + 3 * i}\t{i % 2}" for i in range(8)]
     (root / "subjects.tsv").write_text("\n".join(rows) + "\n")
     return root

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import write_token_grids
 
-from brainsynth.core import sweep
+from brainsynth.core import locks, sweep
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.plugins import registry
 
@@ -151,3 +151,20 @@ def test_an_interrupted_combination_is_resumed(prior, run_cli):
     assert result.code == 0, result
     assert "(resuming)" in result.out and (runs / "tiny-depth2" / "metrics.train.json").is_file()
     assert _table(runs / "tiny-sweep" / "sweep.csv")[0]["status"] == "ran"
+
+
+def test_a_second_start_of_a_running_sweep_is_refused_and_rewrites_nothing(prior, run_cli):
+    runs = prior.parent / "runs"
+    args = ("sweep", str(prior), "--grid", "network.depth=1")
+    assert run_cli(*args).code == 0
+    tables = runs / "tiny-sweep"
+    before = {p.name: p.read_bytes() for p in tables.iterdir()}
+    held = locks.acquire(tables, "sweep")  # this process is alive: the sweep is running
+    try:
+        refused = run_cli(*args)
+    finally:
+        held.release()
+    assert refused.code == 2 and "is in use by" in refused.err and "Traceback" not in refused.err
+    assert {p.name: p.read_bytes() for p in tables.iterdir() if p.name != locks.LOCK_FILE} == {
+        k: v for k, v in before.items() if k != locks.LOCK_FILE}
+    assert not (tables / locks.LOCK_FILE).exists() and run_cli(*args).code == 0

@@ -9,7 +9,9 @@ Every combination is validated before the first one starts. A combination whose
 ``metrics.<mode>.json`` exists is finished and skipped; one whose run was interrupted is resumed
 from its last checkpoint; one that fails is recorded as failed and the sweep goes on, ending with
 an error. After every combination, ``<root>/<name>-sweep/sweep.csv`` and ``sweep.md`` are
-rewritten with the final metrics every mode has written in each run directory.
+rewritten with the final metrics every mode has written in each run directory. The sweep holds the
+lock of that directory while it runs (each run holds its own), so a second start of the same sweep
+is refused instead of rewriting the first one's tables with its refusals.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import dataclasses
 import io
 import json
 import re
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -28,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from . import locks
 from .errors import BrainsynthError, RecipeError, RunError
 from .files import write_bytes_atomic
 from .recipe import Recipe, load_recipe
@@ -242,7 +246,26 @@ Runner = Callable[[Combination, bool], None]
 
 
 def run_sweep(sweep: Sweep, run_one: Runner, echo: Callable[[str], None] = print) -> dict[str, Outcome]:
-    """Run every unfinished combination in order; the tables are rewritten after each one."""
+    """Run every unfinished combination in order; the tables are rewritten after each one.
+
+    Refused with a `RunError` naming the holder while another sweep of the same name runs; nothing
+    is written then.
+    """
+    created = not sweep.directory.exists()
+    sweep.directory.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = locks.acquire(sweep.directory, "sweep", say=echo)
+    except BaseException:
+        if created:
+            shutil.rmtree(sweep.directory, ignore_errors=True)
+        raise
+    try:
+        return _run_combinations(sweep, run_one, echo)
+    finally:
+        lock.release()
+
+
+def _run_combinations(sweep: Sweep, run_one: Runner, echo: Callable[[str], None]) -> dict[str, Outcome]:
     outcomes = {c.name: Outcome("pending") for c in sweep.combinations}
     total = len(sweep.combinations)
     for number, combination in enumerate(sweep.combinations, start=1):
