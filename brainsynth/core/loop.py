@@ -30,6 +30,7 @@ from . import distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
 from .errors import RunError
 from .files import remove_leftovers
+from .schema import NonNegativeInt, PositiveInt
 from .training import BestTracker, autocast, build_optimizer, build_scheduler, grad_scaler
 
 if TYPE_CHECKING:
@@ -43,13 +44,13 @@ LOOP_KEYS = ("iteration", "world_size", "best", "best_metric", "metrics", "repli
 class LoopConfig:
     """The keys of a ``train`` section the loop reads; a task's train section extends it."""
 
-    epochs: int = 10
-    batch_size: int = 1
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 1
     """Per process: with N processes an iteration sees N x batch_size items."""
-    num_workers: int = 0
-    log_every: int = 10
+    num_workers: NonNegativeInt = 0
+    log_every: PositiveInt = 10
     """Log training values every N iterations."""
-    checkpoint_every: int = 0
+    checkpoint_every: NonNegativeInt = 0
     """Also write ``last.pt`` every N iterations (0: at the end of each epoch only)."""
 
 

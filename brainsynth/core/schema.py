@@ -3,6 +3,10 @@
 A recipe block such as ``{name: ema, decay: 0.99}`` is checked against the schema of the
 component it names before any work starts. Errors name the recipe file, the key path and the
 line (through a `Locator`) and say what to do.
+
+A number's allowed range is declared in its annotation, ``Annotated[int, Range(ge=1)]`` (or one of
+the aliases below, ``PositiveInt``), so that ``train.epochs: 0`` is refused by ``validate`` instead
+of running and training nothing, and so that ``brainsynth plugins`` can show the range.
 """
 
 from __future__ import annotations
@@ -38,6 +42,59 @@ def component_block(kind: str) -> Any:
     the factory receives it as a validated dict and builds it through the registry.
     """
     return Annotated[dict, ComponentBlock(kind)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a number: ``ge``/``le`` inclusive, ``gt``/``lt`` exclusive; None leaves a side open."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violated(self, value: float) -> bool:
+        return (
+            (self.ge is not None and not value >= self.ge)
+            or (self.gt is not None and not value > self.gt)
+            or (self.le is not None and not value <= self.le)
+            or (self.lt is not None and not value < self.lt)
+        )
+
+    def describe(self) -> str:
+        """``>= 1``, ``in (0, 1]``, ``> 0``: the words used in errors and in ``brainsynth plugins``."""
+        low = ("[", self.ge) if self.ge is not None else ("(", self.gt) if self.gt is not None else None
+        high = ("]", self.le) if self.le is not None else (")", self.lt) if self.lt is not None else None
+        if low and high:
+            return f"in {low[0]}{_number(low[1])}, {_number(high[1])}{high[0]}"
+        if low:
+            return f"{'>=' if low[0] == '[' else '>'} {_number(low[1])}"
+        if high:
+            return f"{'<=' if high[0] == ']' else '<'} {_number(high[1])}"
+        return "any number"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+PositiveInt = Annotated[int, Range(ge=1)]
+"""A count that must be at least 1 (epochs, batch sizes, intervals)."""
+NonNegativeInt = Annotated[int, Range(ge=0)]
+"""A count where 0 means "none" or "off"."""
+PositiveFloat = Annotated[float, Range(gt=0)]
+"""A strictly positive number (learning rates, temperatures)."""
+NonNegativeFloat = Annotated[float, Range(ge=0)]
+"""A weight or a decay where 0 switches something off."""
+Fraction = Annotated[float, Range(ge=0, le=1)]
+"""A probability or a share, 0 to 1 inclusive."""
+
+
+def ranges(annotation: Any) -> list[Range]:
+    """The `Range` bounds declared on an annotation."""
+    if typing.get_origin(annotation) is not Annotated:
+        return []
+    return [meta for meta in typing.get_args(annotation)[1:] if isinstance(meta, Range)]
 
 
 def block_kind(annotation: Any) -> str | None:
@@ -86,6 +143,9 @@ class Schema:
     """The parameters a component or recipe section accepts."""
 
     parameters: Mapping[str, Parameter]
+    check: Callable[[dict], str | None] | None = None
+    """A rule across the section's own keys (``gamma`` or ``final_lr``, not both): the resolved
+    values in, None or what is wrong out. A dataclass section declares it as ``check_values``."""
 
     @classmethod
     def from_callable(cls, factory: Callable, exclude: Sequence[str] = ()) -> Schema:
@@ -123,7 +183,7 @@ class Schema:
             else:
                 default = REQUIRED
             params[f.name] = Parameter(f.name, hints.get(f.name, Any), default)
-        return cls(params)
+        return cls(params, getattr(datacls, "check_values", None))
 
     def validate(
         self,
@@ -163,6 +223,8 @@ class Schema:
                 resolved[name] = check_type(dict(param.default), param.annotation, path + (name,), locate, nested)
             else:
                 resolved[name] = param.default
+        if self.check is not None and (problem := self.check(resolved)):
+            raise RecipeError(f"{locate(path)}: {dotted(path)}: {problem}")
         return resolved
 
 
@@ -189,7 +251,8 @@ def type_name(annotation: Any) -> str:
     if block_kind(annotation):
         return f"{block_kind(annotation)} block"
     if typing.get_origin(annotation) is Annotated:
-        return type_name(typing.get_args(annotation)[0])
+        bounds = " ".join(r.describe() for r in ranges(annotation))
+        return type_name(typing.get_args(annotation)[0]) + (f" {bounds}" if bounds else "")
     if annotation is type(None):
         return "null"
     if dataclasses.is_dataclass(annotation):
@@ -209,6 +272,10 @@ def type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+class _OutOfRange(RecipeError):
+    """A value of the right type outside its declared `Range`."""
+
+
 def check_type(
     value: Any, annotation: Any, path: tuple, locate: Locator = no_location, nested: NestedValidator | None = None
 ) -> Any:
@@ -226,7 +293,11 @@ def check_type(
         kind = block_kind(annotation)
         if kind is not None and nested is not None:
             return nested(kind, value, path)
-        return check_type(value, typing.get_args(annotation)[0], path, locate, nested)
+        checked = check_type(value, typing.get_args(annotation)[0], path, locate, nested)
+        for bounds in ranges(annotation):
+            if isinstance(checked, (int, float)) and not isinstance(checked, bool) and bounds.violated(checked):
+                raise _OutOfRange(f"{locate(path)}: {dotted(path)}: must be {bounds.describe()}, got {checked!r}.")
+        return checked
     if annotation is type(None) or annotation is None:
         return value if value is None else fail()
     if dataclasses.is_dataclass(annotation):
@@ -243,6 +314,7 @@ def check_type(
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        out_of_range = None
         for option in args:
             if option is type(None):
                 continue
@@ -250,8 +322,12 @@ def check_type(
                 return check_type(value, option, path, locate, nested)
             try:
                 return check_type(value, option, path, locate, nested)
+            except _OutOfRange as exc:  # the right type, the wrong size: that is the message
+                out_of_range = out_of_range or exc
             except RecipeError:
                 continue
+        if out_of_range is not None:
+            raise out_of_range
         fail()
     if origin in (list, tuple, Sequence) or annotation in (list, tuple):
         if not isinstance(value, (list, tuple)):

@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
-from .errors import RecipeError
+from .schema import NonNegativeFloat, PositiveFloat, Range
 
 
 @dataclasses.dataclass
@@ -21,9 +21,17 @@ class Schedule:
     """Learning-rate schedule, stepped every iteration."""
 
     name: Literal["constant", "exponential"] = "constant"
-    gamma: float | None = None
+    gamma: Annotated[float, Range(gt=0, le=1)] | None = None
     """Per-iteration decay; with ``final_lr`` instead, gamma is chosen to end there."""
-    final_lr: float | None = None
+    final_lr: PositiveFloat | None = None
+
+    @staticmethod
+    def check_values(values: dict) -> str | None:
+        if values["gamma"] is not None and values["final_lr"] is not None:
+            return "give either gamma or final_lr, not both (final_lr picks the gamma that ends there)."
+        if values["name"] == "constant" and (values["gamma"] is not None or values["final_lr"] is not None):
+            return "a constant schedule takes neither gamma nor final_lr; use name: exponential."
+        return None
 
 
 @dataclasses.dataclass
@@ -31,13 +39,13 @@ class OptimizerConfig:
     """The ``optimizer`` recipe section."""
 
     name: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 1.0e-4
-    betas: tuple[float, float] = (0.9, 0.999)
+    lr: PositiveFloat = 1.0e-4
+    betas: tuple[Annotated[float, Range(ge=0, lt=1)], Annotated[float, Range(ge=0, lt=1)]] = (0.9, 0.999)
     """Adam/AdamW only."""
-    momentum: float = 0.0
+    momentum: NonNegativeFloat = 0.0
     """SGD only."""
-    weight_decay: float = 0.0
-    grad_clip: float | None = None
+    weight_decay: NonNegativeFloat = 0.0
+    grad_clip: PositiveFloat | None = None
     schedule: Schedule = dataclasses.field(default_factory=Schedule)
 
 
@@ -67,8 +75,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: dict, total_steps:
     schedule = config["schedule"]
     if schedule["name"] == "constant":
         gamma = 1.0
-    elif schedule["gamma"] is not None and schedule["final_lr"] is not None:
-        raise RecipeError("optimizer.schedule: give either gamma or final_lr, not both.")
     elif schedule["gamma"] is not None:
         gamma = schedule["gamma"]
     else:

@@ -9,7 +9,7 @@ the same codebook. The loss is the commitment term only.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch import nn
 
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.tokenizer import Codebook, Quantized
+from brainsynth.core.schema import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 
 from .search import (
     all_reduce_sum_,
@@ -72,19 +73,19 @@ class EMACodebook(Codebook):
     def __init__(
         self,
         embedding_dim: int,
-        num_embeddings: int = 2048,
-        decay: float = 0.99,
-        epsilon: float = 1.0e-5,
-        commitment_cost: float = 0.25,
+        num_embeddings: PositiveInt = 2048,
+        decay: Annotated[float, Range(ge=0, lt=1)] = 0.99,
+        epsilon: PositiveFloat = 1.0e-5,
+        commitment_cost: NonNegativeFloat = 0.25,
         init: Literal["normal", "kaiming_uniform"] = "normal",
         decay_warmup: Literal["none", "linear", "step"] = "none",
-        decay_target: float = 0.99,
-        max_decay_epochs: int | None = None,
+        decay_target: Annotated[float, Range(ge=0, lt=1)] = 0.99,
+        max_decay_epochs: PositiveInt | None = None,
         ddp_sync: bool = True,
         dead_code_restart: bool = False,
-        dead_code_threshold: float = 1.0,
-        restart_every: int = 100,
-        max_distance_elements: int = 1 << 24,
+        dead_code_threshold: NonNegativeFloat = 1.0,
+        restart_every: PositiveInt = 100,
+        max_distance_elements: PositiveInt = 1 << 24,
     ) -> None:
         super().__init__()
         check_positive("ema", num_embeddings=num_embeddings, embedding_dim=embedding_dim, epsilon=epsilon,

@@ -7,7 +7,7 @@ does not move the codes.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,7 @@ from torch import nn
 
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.tokenizer import Codebook, Quantized
+from brainsynth.core.schema import NonNegativeFloat, PositiveInt, Range
 
 from .ema import check_positive, init_codes
 from .search import (
@@ -46,15 +47,15 @@ class VanillaCodebook(Codebook):
     def __init__(
         self,
         embedding_dim: int,
-        num_embeddings: int = 2048,
-        commitment_cost: float = 0.25,
+        num_embeddings: PositiveInt = 2048,
+        commitment_cost: NonNegativeFloat = 0.25,
         init: Literal["normal", "kaiming_uniform"] = "normal",
-        usage_decay: float = 0.99,
+        usage_decay: Annotated[float, Range(ge=0, lt=1)] = 0.99,
         ddp_sync: bool = True,
         dead_code_restart: bool = False,
-        dead_code_threshold: float = 1.0,
-        restart_every: int = 100,
-        max_distance_elements: int = 1 << 24,
+        dead_code_threshold: NonNegativeFloat = 1.0,
+        restart_every: PositiveInt = 100,
+        max_distance_elements: PositiveInt = 1 << 24,
     ) -> None:
         super().__init__()
         check_positive("vanilla", num_embeddings=num_embeddings, embedding_dim=embedding_dim,

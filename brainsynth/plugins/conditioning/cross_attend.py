@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
 from brainsynth.core.data import Variable
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.prior import Conditioning, ConditioningValues
+from brainsynth.core.schema import Range
 
 from .embedding import ContinuousEmbedding, DropoutMode, VariableEmbedding, VectorOrder
 
@@ -28,7 +31,7 @@ class CrossAttend(Conditioning):
         dim: int | None = None,
         table: str | None = None,
         order: VectorOrder = "listed",
-        dropout: float = 0.0,
+        dropout: Annotated[float, Range(ge=0, lt=1)] = 0.0,
         dropout_mode: DropoutMode = "each",
         *,
         model_dim: int,

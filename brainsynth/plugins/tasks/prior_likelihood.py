@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from brainsynth.core.runner import Run
 from brainsynth.core.files import temporary_path
+from brainsynth.core.schema import PositiveInt
 
 from .prior_parts import PriorParts, image_space
 from .volumes import write_nifti
@@ -32,7 +33,7 @@ class LikelihoodConfig:
     checkpoint: Literal["best", "last"] = "best"
     splits: list[str] | None = None
     """Splits to score (default: every split of the data)."""
-    batch_size: int = 2
+    batch_size: PositiveInt = 2
     upsample: Literal["trilinear", "nearest"] = "trilinear"
     """How token-grid maps are brought to image resolution (nearest keeps one value per token block)."""
     output: str = "likelihood"

@@ -20,7 +20,7 @@ import io
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
@@ -29,6 +29,7 @@ from brainsynth.core.errors import RecipeError, RunError
 from brainsynth.core.files import temporary_path
 from brainsynth.core.runner import Run
 from brainsynth.core.sampling import check_guidance, sample
+from brainsynth.core.schema import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 
 from .prior_parts import PriorParts
 from .volumes import mid_slices, write_nifti, write_png
@@ -49,14 +50,14 @@ class SampleConfig:
     """Values shared by every condition of `grid` or `values` (e.g. sex while varying age)."""
     split: str | None = None
     """Condition on the table values of this split's subjects (e.g. val)."""
-    samples_per_condition: int = 1
-    num_samples: int | None = None
+    samples_per_condition: PositiveInt = 1
+    num_samples: PositiveInt | None = None
     """Unconditioned: how many (default 8). Conditioned: cycle through the conditions up to this many."""
-    batch_size: int = 4
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    guidance_scale: float = 1.0
+    batch_size: PositiveInt = 4
+    temperature: PositiveFloat = 1.0
+    top_k: PositiveInt | None = None
+    top_p: Annotated[float, Range(gt=0, le=1)] | None = None
+    guidance_scale: NonNegativeFloat = 1.0
     """Classifier-free guidance: 1 plain conditional sampling, 0 the unconditional (null) branch,
     >1 logits null + scale * (cond - null). Needs a prior trained with conditioning.dropout."""
     seed: int | None = None

@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from brainsynth.core.checkpoint import load_checkpoint
-from brainsynth.core.errors import DataError, RunError
+from brainsynth.core.errors import DataError, RecipeError, RunError
 from brainsynth.core.files import is_data_file, temporary_path, write_nifti_atomic
 from brainsynth.core.runner import Run
+from brainsynth.core.schema import NonNegativeFloat, NonNegativeInt, PositiveInt
 from brainsynth.core.task import Section, Task
 from brainsynth.core.loop import LoopConfig, Position, Trained, TrainingLoop, evaluation_due
 from brainsynth.core.token_files import META_FILE, listed_grids, stale_note
@@ -31,9 +32,9 @@ class TokenizerTrainConfig(LoopConfig):
     """The ``train`` section of a tokenizer recipe (epochs, batch_size, num_workers, log_every and
     checkpoint_every are the shared loop's)."""
 
-    eval_every: int = 1
+    eval_every: PositiveInt = 1
     """Evaluate on the val split every N epochs."""
-    image_every: int = 1
+    image_every: PositiveInt = 1
     """Log mid-slice images every N evaluations."""
     best_metric: str = "ms_ssim"
     """The evaluation metric that picks ``best.pt`` (maximised or minimised as the metric says)."""
@@ -43,11 +44,11 @@ class TokenizerTrainConfig(LoopConfig):
 class AdversarialConfig:
     """The ``adversarial`` section: weight and schedule of the generator's adversarial term."""
 
-    weight: float = 0.0
+    weight: NonNegativeFloat = 0.0
     """0 switches adversarial training off."""
-    warmup_epochs: int = 0
+    warmup_epochs: NonNegativeInt = 0
     """Epochs over which the weight ramps linearly from 0 to `weight` (0: no ramp)."""
-    start_epoch: int = 0
+    start_epoch: NonNegativeInt = 0
     """Epochs of reconstruction-only training before the adversarial term starts."""
     adaptive: bool = False
     """Scale by VQGAN's adaptive weight (ratio of gradient norms at the decoder's last layer)."""
@@ -150,13 +151,9 @@ class TokenizerTask(Task):
         loss_fn = run.build("loss").to(run.device)
         run.say(f"loss: {loss_fn.describe() if hasattr(loss_fn, 'describe') else type(loss_fn).__name__}")
         adversarial = recipe["adversarial"]
-        use_adversarial = adversarial["weight"] > 0
-        if use_adversarial and recipe["discriminator"] is None:
-            raise RunError("adversarial.weight > 0 needs a discriminator block (e.g. discriminator: {name: baseline_discriminator}).")
-        best_metric = config["best_metric"]
+        use_adversarial = adversarial["weight"] > 0  # with a discriminator: `check_recipe`
+        best_metric = config["best_metric"]  # among the metrics: `check_recipe`
         metric_objects = self._metrics(run)
-        if best_metric not in metric_objects:
-            raise RunError(f"train.best_metric: '{best_metric}' is not among the metrics ({', '.join(metric_objects)}).")
 
         loop = TrainingLoop(run, data.split("train", train=True), config, desc="tokenizer")
         # The EMA codebook sums its statistics over ranks itself: its buffers are not broadcast.
@@ -407,9 +404,21 @@ class TokenizerTask(Task):
 
     @classmethod
     def check_recipe(cls, recipe, registry) -> None:
-        """validate: data.roi must survive the network's down-sampling (and up-sampling) exactly."""
+        """validate: rules across sections, and data.roi must survive the network's down-sampling
+        (and up-sampling) exactly."""
         from .dry_run import check_roi
 
+        if recipe["adversarial"]["weight"] > 0 and recipe["discriminator"] is None:
+            raise RecipeError(
+                f"{recipe.origins(('adversarial', 'weight'))}: adversarial.weight > 0 needs a discriminator block "
+                "(e.g. discriminator: {name: baseline_discriminator}), or set adversarial.weight: 0."
+            )
+        metrics = [block["name"] for block in recipe["metrics"]] or list(DEFAULT_METRICS)
+        if recipe["train"]["best_metric"] not in metrics:
+            raise RecipeError(
+                f"{recipe.origins(('train', 'best_metric'))}: train.best_metric: '{recipe['train']['best_metric']}' "
+                f"is not among the metrics ({', '.join(metrics)}); name one of them or add it to metrics."
+            )
         check_roi(recipe, registry)
 
     def dry_run(self, recipe, registry):

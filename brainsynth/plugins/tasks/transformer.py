@@ -21,6 +21,7 @@ from brainsynth.core.errors import RecipeError, RunError
 from brainsynth.core.files import relative_inside
 from brainsynth.core.loop import LoopConfig, Position, TrainingLoop, evaluation_due
 from brainsynth.core.runner import Run
+from brainsynth.core.schema import PositiveInt
 from brainsynth.core.task import Section, Task
 from brainsynth.core.training import OptimizerConfig
 
@@ -35,8 +36,8 @@ from .tokenizer_run import TokenizerSource
 class TrainConfig(LoopConfig):
     """The ``train`` recipe section (epochs, batch_size, log_every, checkpoint_every: see `LoopConfig`)."""
 
-    batch_size: int = 2
-    eval_every: int = 1
+    batch_size: PositiveInt = 2
+    eval_every: PositiveInt = 1
     """Validate every N epochs (when a val split exists)."""
     weighted: bool = False
     """Draw training subjects in proportion to the conditioning table's ``weight`` column."""
@@ -63,9 +64,25 @@ class TransformerTask(Task):
 
     @classmethod
     def check_recipe(cls, recipe, registry) -> None:
-        """Folders the modes write must stay inside the run directory."""
+        """Folders the modes write must stay inside the run directory; sampling asks only for what
+        the prior's conditioning can give."""
         for key in (("sample", "output"), ("likelihood", "output"), ("evaluation", "samples")):
             relative_inside(recipe[key[0]][key[1]], ".".join(key), recipe.origins(key))
+        sample, conditioning = recipe["sample"], recipe["conditioning"]
+        unconditioned = conditioning["name"] == "none" or not conditioning.get("variables")
+        given = [key for key in ("values", "grid", "fixed", "split") if sample[key] is not None]
+        if unconditioned and given:
+            raise RecipeError(
+                f"{recipe.origins(('sample', given[0]))}: sample.{given[0]}: this prior is not conditioned on any "
+                f"variable, so there is nothing to set; remove sample.{given[0]} or add conditioning.variables."
+            )
+        guidance = sample["guidance_scale"]
+        if guidance != 1 and (unconditioned or conditioning.get("dropout") == 0):
+            why = "is not conditioned" if unconditioned else "is trained without conditioning.dropout (no null branch)"
+            raise RecipeError(
+                f"{recipe.origins(('sample', 'guidance_scale'))}: sample.guidance_scale {guidance}: this prior {why}, "
+                "so there is nothing to guide; use 1, or train with conditioning.dropout > 0."
+            )
 
     def run(self, run: Run) -> dict[str, Any]:
         return getattr(self, run.mode)(run)

@@ -24,7 +24,7 @@ from torch.utils.checkpoint import checkpoint
 
 from brainsynth.core.errors import DataError, RecipeError
 from brainsynth.core.plugins import registry
-from brainsynth.core.schema import component_block
+from brainsynth.core.schema import Fraction, NonNegativeInt, PositiveInt, component_block
 from brainsynth.core.tokenizer import Codebook, Tokenizer
 
 from .blocks import ACTIVATIONS, OUTPUT_ACTIVATIONS, SlimResidualLayer, residual_stack
@@ -79,15 +79,15 @@ class BaselineVQVAE(Tokenizer):
     def __init__(
         self,
         spatial_dims: Literal[2, 3] = 3,
-        in_channels: int = 1,
-        channels: int = 256,
-        levels: int = 4,
-        num_res_layers: int = 3,
+        in_channels: PositiveInt = 1,
+        channels: PositiveInt = 256,
+        levels: PositiveInt = 4,
+        num_res_layers: NonNegativeInt = 3,
         downsample_parameters: list[DownParameters] | None = None,
         upsample_parameters: list[UpParameters] | None = None,
-        embedding_dim: int = 32,
+        embedding_dim: PositiveInt = 32,
         codebook: component_block("codebook") | None = None,
-        dropout: float = 0.0,
+        dropout: Fraction = 0.0,
         act: Literal["relu", "leakyrelu", "elu", "silu", "gelu"] = "relu",
         output_act: Literal["sigmoid", "tanh", "relu"] | None = None,
         use_subpixel_conv: bool = False,

@@ -22,6 +22,7 @@ from brainsynth.core.errors import RecipeError
 from brainsynth.core.ordering import Ordering
 from brainsynth.core.prior import Conditioning, ConditioningValues, Prior, require_positive, sequence_length_of
 from brainsynth.core.sampling import AttentionWeights, CachedDecoder, DecoderWeights, FeedForwardWeights
+from brainsynth.core.schema import Fraction, PositiveInt
 
 from .sequence_input import SequenceInput
 from .spatial_bias import SpatialRelativeBias
@@ -39,20 +40,20 @@ class XTransformerPrior(Prior):
 
     def __init__(
         self,
-        dim: int = 512,
-        depth: int = 8,
-        heads: int = 8,
-        attn_dim_head: int = 64,
-        ff_mult: int = 4,
-        emb_dropout: float = 0.0,
-        attn_dropout: float = 0.0,
-        ff_dropout: float = 0.0,
+        dim: PositiveInt = 512,
+        depth: PositiveInt = 8,
+        heads: PositiveInt = 8,
+        attn_dim_head: PositiveInt = 64,
+        ff_mult: PositiveInt = 4,
+        emb_dropout: Fraction = 0.0,
+        attn_dropout: Fraction = 0.0,
+        ff_dropout: Fraction = 0.0,
         rotary_pos_emb: bool = True,
-        rotary_emb_dim: int | None = None,
+        rotary_emb_dim: PositiveInt | None = None,
         use_abs_pos_emb: bool = False,
         spatial_pos_emb: bool = False,
         spatial_rel_pos_bias: bool = False,
-        spatial_bias_max_distance: int | None = None,
+        spatial_bias_max_distance: PositiveInt | None = None,
         use_rmsnorm: bool = False,
         attn_gate_values: bool = False,
         ff_glu: bool = False,
