@@ -24,7 +24,7 @@ class Codebook:
 
 def test_kinds_cover_the_contract():
     for kind in ("tokenizer", "transformer", "discriminator", "codebook", "loss", "adversarial_loss",
-                 "ordering", "conditioning", "dataset", "metric"):
+                 "ordering", "conditioning", "dataset", "metric", "set_metric"):
         assert kind in KINDS
 
 

@@ -22,7 +22,7 @@ from brainsynth.plugins.metrics.mmd import MaximumMeanDiscrepancy
 from brainsynth.plugins.metrics.morphology_preservation import MorphologyPreservation, agreement
 from brainsynth.plugins.metrics.ms_ssim_diversity import MultiScaleSSIMDiversity, distinct_pairs
 from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
-from brainsynth.plugins.metrics.volume_sets import is_set_metric, load_volume_set
+from brainsynth.plugins.metrics.volume_sets import load_volume_set
 
 SHAPE = (48, 48, 48)  # the smallest grid a 5-scale MS-SSIM accepts
 SMALL = (24, 24, 24)  # enough for the feature networks and MMD
@@ -39,12 +39,11 @@ def cohort_table(cohort: Path) -> list[dict]:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
-def test_set_metrics_are_registered_and_told_apart_from_per_volume_ones():
+def test_set_metrics_are_their_own_kind():
     registry = plugins.registry()
-    for name in ("ms_ssim_diversity", "mmd", "fid", "morphology_preservation"):
-        assert is_set_metric(registry.get("metric", name).factory), name
-    for name in ("ms_ssim", "mae", "mse", "psnr"):
-        assert not is_set_metric(registry.get("metric", name).factory), name
+    assert set(registry.names("set_metric")) >= {"ms_ssim_diversity", "mmd", "fid", "morphology_preservation", "sharpness"}
+    assert not set(registry.names("set_metric")) & set(registry.names("metric"))
+    assert set(registry.names("metric")) >= {"ms_ssim", "mae", "mse", "psnr"}
     # the per-volume contract is unchanged
     ms_ssim = registry.build("metric", {"name": "ms_ssim"})
     volume = torch.from_numpy(smooth_volumes(1)[0])[None, None]
@@ -105,7 +104,7 @@ def test_fid_without_weights_is_labelled_random_features_and_zero_on_itself():
 def test_missing_fid_weights_file_is_a_clear_error(tmp_path):
     missing = tmp_path / "resnet_10_23dataset.pth"
     with pytest.raises(CheckpointError, match=r"resnet_10_23dataset\.pth does not exist"):
-        plugins.registry().build("metric", {"name": "fid", "weights": str(missing)})
+        plugins.registry().build("set_metric", {"name": "fid", "weights": str(missing)})
     not_resnet = tmp_path / "other.pth"
     torch.save({"weight": torch.zeros(3)}, not_resnet)
     with pytest.raises(CheckpointError, match="not a MedicalNet ResNet"):
@@ -194,7 +193,7 @@ def test_evaluate_samples_refuses_bad_inputs(tmp_path, tiny_cohort):  # noqa: F8
         evaluate_samples([real[0], small], real, None)
     with pytest.raises(RecipeError, match="samples have shape"):
         evaluate_samples([small, small], real, None)
-    with pytest.raises(RecipeError, match="one volume at a time"):
+    with pytest.raises(RecipeError, match="unknown set_metric .mae.. Available: "):
         evaluate_samples(real, real, None, metrics=[{"name": "mae"}])
     with pytest.raises(RecipeError, match=r"metrics\.0\.max_pair: unknown key .*Did you mean 'max_pairs'"):
         evaluate_samples(real, real, None, metrics=[{"name": "ms_ssim_diversity", "max_pair": 3}])

@@ -97,6 +97,11 @@ RULES = [
      "sample.split: this prior is not conditioned on any variable"),
     ("prior", ["conditioning={name: none}", "sample.split=null"],
      "sample.guidance_scale 1.5: this prior is not conditioned"),
+    # -- the two metric kinds: per-volume for the tokenizer, set-level for the prior's evaluation --
+    ("tokenizer", ["metrics=[{name: mmd}]"], "metrics.0.name: unknown metric 'mmd'"),
+    ("prior", ["evaluation.metrics=[{name: mmdd}]"], "evaluation.metrics.0.name: unknown set_metric 'mmdd'. Did you mean 'mmd'?"),
+    ("prior", ["evaluation.metrics=[{name: ms_ssim}]"], "evaluation.metrics.0.name: unknown set_metric 'ms_ssim'"),
+    ("prior", ["evaluation.metrics=[{name: mmd, bandwidth: 2}]"], "evaluation.metrics.0.bandwidth: unknown key for set_metric 'mmd'"),
     # -- blocks and paths --------------------------------------------------------------------------
     ("tokenizer", ["network=5"], "network: expected a tokenizer block such as {name: ..., ...}, got int"),
     ("tokenizer", ["experiment.name=../x"], "experiment.name"),

@@ -356,7 +356,10 @@ def validate(data: dict, registry: Registry, origins: Origins, source: str, mode
         elif section.schema is not None:
             if value is None and not present and section.required:
                 raise RecipeError(f"{source}: missing required section '{key}'.")
-            resolved[key] = Schema.from_dataclass(section.schema).validate(value, path, origins, owner=f"'{key}'")
+            resolved[key] = Schema.from_dataclass(section.schema).validate(
+                value, path, origins, owner=f"'{key}'",
+                nested=lambda kind, block, where: _validate_component(registry, kind, block, where, origins, None),
+            )
         else:
             resolved[key] = value
     recipe = Recipe(data=resolved, source=source, origins=origins)

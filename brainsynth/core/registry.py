@@ -27,6 +27,7 @@ KINDS: tuple[str, ...] = (
     "conditioning",
     "dataset",
     "metric",
+    "set_metric",
 )
 """Component kinds. ``task`` is a workflow (tokenizer, transformer, pipeline) that reads a recipe."""
 

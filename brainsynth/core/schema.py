@@ -272,6 +272,11 @@ def type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _list_of_blocks(annotation: Any) -> bool:
+    args = typing.get_args(annotation)
+    return typing.get_origin(annotation) is list and len(args) == 1 and block_kind(args[0]) is not None
+
+
 class _OutOfRange(RecipeError):
     """A value of the right type outside its declared `Range`."""
 
@@ -319,6 +324,8 @@ def check_type(
             if option is type(None):
                 continue
             if block_kind(option) and isinstance(value, Mapping):  # its own errors are the useful ones
+                return check_type(value, option, path, locate, nested)
+            if _list_of_blocks(option) and isinstance(value, list):  # so are each block's
                 return check_type(value, option, path, locate, nested)
             try:
                 return check_type(value, option, path, locate, nested)

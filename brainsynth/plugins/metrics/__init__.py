@@ -1,12 +1,14 @@
 """Built-in metrics (registered through the ``register_components`` hook, like any plugin).
 
-A per-volume metric is called as ``metric(reconstruction, target)`` on ``[B, C, *spatial]``
-tensors and returns one value per volume; ``higher_is_better`` tells which way is better.
+A per-volume metric (kind ``metric``: the tokenizer's ``metrics``) is called as
+``metric(reconstruction, target)`` on ``[B, C, *spatial]`` tensors and returns one value per
+volume; ``higher_is_better`` tells which way is better.
 
-A set metric (class attribute ``scope = "set"``: ``ms_ssim_diversity``, ``mmd``, ``fid``,
-``sharpness``, ``morphology_preservation``) compares a set of generated brains with real ones,
-called as ``metric(samples, references)`` on two `VolumeSet` (see `volume_sets`). `evaluate_samples` in
-`sample_evaluation` runs them all.
+A set metric (kind ``set_metric``: the prior's ``evaluation.metrics``; ``ms_ssim_diversity``,
+``mmd``, ``fid``, ``sharpness``, ``morphology_preservation``) compares a set of generated brains
+with real ones, called as ``metric(samples, references)`` on two `VolumeSet` (see `volume_sets`).
+`evaluate_samples` in `sample_evaluation` runs them all. Two kinds, so that a recipe naming one
+where the other belongs is refused by ``validate`` with the names that fit.
 """
 
 from brainsynth.core.hookspecs import hookimpl
@@ -28,8 +30,8 @@ def register_components(registry):
     registry.register("metric", "mae", MeanAbsoluteError)
     registry.register("metric", "mse", MeanSquaredError)
     registry.register("metric", "psnr", PeakSignalToNoiseRatio)
-    registry.register("metric", "ms_ssim_diversity", MultiScaleSSIMDiversity)
-    registry.register("metric", "mmd", MaximumMeanDiscrepancy)
-    registry.register("metric", "fid", FrechetDistance)
-    registry.register("metric", "morphology_preservation", MorphologyPreservation)
-    registry.register("metric", "sharpness", Sharpness)
+    registry.register("set_metric", "ms_ssim_diversity", MultiScaleSSIMDiversity)
+    registry.register("set_metric", "mmd", MaximumMeanDiscrepancy)
+    registry.register("set_metric", "fid", FrechetDistance)
+    registry.register("set_metric", "morphology_preservation", MorphologyPreservation)
+    registry.register("set_metric", "sharpness", Sharpness)

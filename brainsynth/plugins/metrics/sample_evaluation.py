@@ -38,10 +38,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from brainsynth.core.errors import RecipeError
+from brainsynth.core.errors import RecipeError, RegistryError
 
 from .morphology_preservation import MORPHOLOGY_VARIABLES
-from .volume_sets import is_set_metric, load_volume_set
+from .volume_sets import load_volume_set
 
 DEFAULT_SET_METRICS = ("ms_ssim_diversity", "mmd", "fid", "sharpness", "morphology_preservation")
 
@@ -64,25 +64,21 @@ def default_metric_blocks(fid_weights: str | None = None, with_morphology: bool 
 
 
 def build_set_metrics(blocks: Sequence[Mapping[str, Any]], registry=None) -> list[Any]:
-    """Build the named set metrics through the registry; a per-volume metric is refused."""
+    """Build the named set metrics (kind ``set_metric``) through the registry."""
     if registry is None:
         from brainsynth.core import plugins
 
         registry = plugins.registry()
     metrics = []
     for index, block in enumerate(blocks):
-        component = registry.get("metric", block.get("name"))
+        try:
+            component = registry.get("set_metric", block.get("name"))
+        except RegistryError as exc:
+            raise RecipeError(f"evaluation.metrics.{index}.name: {exc}") from None
         params = component.schema.validate(
-            block, path=("metrics", index), owner=f"metric '{component.name}'", ignore=("name",)
+            block, path=("evaluation", "metrics", index), owner=f"set_metric '{component.name}'", ignore=("name",)
         )
-        metric = component.build(params)
-        if not is_set_metric(metric):
-            set_names = [n for n in registry.names("metric") if is_set_metric(registry.get("metric", n).factory)]
-            raise RecipeError(
-                f"metric '{block['name']}' compares a reconstruction with its target, one volume at a time; sample "
-                f"evaluation needs set metrics: {', '.join(set_names)}."
-            )
-        metrics.append(metric)
+        metrics.append(component.build(params))
     return metrics
 
 

@@ -2,9 +2,9 @@
 
 Per-volume metrics (``ms_ssim``, ``mae``, ...) compare a reconstruction with its own target. A
 *set* metric has no pairs: it compares the distribution of generated brains with real ones, or
-generated brains with the values they were conditioned on. It is told apart by its class
-attribute ``scope = "set"`` (a per-volume metric has no ``scope``, or ``scope = "volume"``) and is
-called as::
+generated brains with the values they were conditioned on. It is registered as kind
+``set_metric`` (a per-volume one as ``metric``), carries the class attribute ``scope = "set"``, and
+is called as::
 
     result = metric(samples, references)      # two VolumeSet -> SetMetricResult
 
@@ -78,11 +78,6 @@ class SetMetric(Protocol):
     scope: str
 
     def __call__(self, samples: VolumeSet, references: VolumeSet | None) -> SetMetricResult: ...
-
-
-def is_set_metric(metric: Any) -> bool:
-    """True for a set-level metric, False for a per-volume one."""
-    return getattr(metric, "scope", "volume") == SET_SCOPE
 
 
 def _stem(path: Path) -> str:

@@ -29,6 +29,7 @@ import torch
 
 from brainsynth.core.errors import DataError, RunError
 from brainsynth.core.runner import Run
+from brainsynth.core.schema import component_block
 from brainsynth.plugins.metrics.reconstruction_evaluation import evaluate_reconstructions
 from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
 
@@ -48,7 +49,7 @@ class EvaluationConfig:
     """Real brains: this split of the tokenizer's data."""
     fid_weights: str | None = None
     """MedicalNet weights for FID; without them a random-feature distance is reported under its own name."""
-    metrics: list[dict[str, Any]] | None = None
+    metrics: list[component_block("set_metric")] | None = None
     """Set-metric blocks (default: ms_ssim_diversity, mmd, fid, morphology_preservation)."""
 
 
