@@ -134,4 +134,8 @@ def test_a_failing_rank_ends_the_job_once(tmp_path, four_subjects):
     assert code == 2, stderr[-3000:]
     assert stderr.count("error: ") == 1 and f"{victim}: cannot read this image" in stderr
     assert "Traceback" not in stderr
-    assert ended - reported < 30, f"the job took {ended - reported:.1f} s to stop after the error"
+    # Bounded, not fast: what this guards against is a rank left in a collective until gloo's
+    # 30-minute timeout. On a quiet machine the job ends 6-7 s after the error; with 2 cores
+    # oversubscribed threefold it took 16-43 s (process start and exit slow down, not the logic),
+    # which a 30 s bound turned into a flaky failure (benchmarks/ddp_exits.py, run 4 of 20).
+    assert ended - reported < 120, f"the job took {ended - reported:.1f} s to stop after the error"
