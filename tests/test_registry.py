@@ -126,3 +126,22 @@ def test_plugin_registered_at_runtime_is_listed(extra_plugin, run_cli):
     assert result.code == 0
     assert "bigram" in result.out and "toy-dist (toy)" in result.out
     assert "dim: int (default 16)" in result.out
+
+
+def test_a_misspelled_hook_is_refused_naming_the_plugin():
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+
+    class Misspelled:
+        @hookimpl
+        def register_component(self, registry):  # register_components
+            raise AssertionError("never called")
+
+    pm.register(Misspelled(), name="brainsynth-foo:foo")
+    with pytest.raises(RegistryError, match=r"plugin brainsynth-foo \(foo\) implements a hook brainsynth does not "
+                                            r"have: 'register_component'\. Did you mean 'register_components'\?"):
+        plugins.check_hooks(pm)
+
+
+def test_the_installed_plugins_implement_only_known_hooks():
+    plugins.check_hooks(plugins.plugin_manager())

@@ -17,6 +17,7 @@ import pluggy
 from . import hookspecs
 from .errors import RegistryError
 from .registry import Registry
+from .schema import did_you_mean
 
 ENTRY_POINT_GROUP = "brainsynth"
 LOAD_PLUGINS_ENV = "BRAINSYNTH_LOAD_PLUGINS"
@@ -69,7 +70,25 @@ def plugin_manager() -> pluggy.PluginManager:
         if pm.is_registered(plugin):
             continue
         pm.register(plugin, name=name)
+    check_hooks(pm)
     return pm
+
+
+def check_hooks(pm: pluggy.PluginManager) -> None:
+    """Refuse a plugin that implements a hook brainsynth does not have (``register_component``
+    for ``register_components``): pluggy would otherwise never call it, without a word."""
+    known = sorted(name for name, caller in vars(pm.hook).items() if caller.has_spec())
+    for name in list(vars(pm.hook)):
+        caller = getattr(pm.hook, name)
+        if caller.has_spec():
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            raise RegistryError(
+                f"plugin {provider_name(pm, impl.plugin)} implements a hook brainsynth does not have: "
+                f"'{name}'.{did_you_mean(name, known)} Hooks: {', '.join(known)}."
+            )
 
 
 def provider_name(pm: pluggy.PluginManager, plugin: object) -> str:
