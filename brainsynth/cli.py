@@ -26,7 +26,31 @@ def _worker() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PluginCommands(click.Group):
+    """A command group that loads plugins (and the commands they add) only when a name is not one of
+    its own or the full list is asked for: ``brainsynth --version`` and the built-in commands'
+    parsing then cost no plugin imports (MONAI, x-transformers, ...: seconds of CPU)."""
+
+    loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if not self.loaded:
+            plugins.register_commands(self)
+            self.loaded = True
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and not self.loaded:
+            self._load_plugin_commands()
+            command = super().get_command(ctx, name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+
+@click.group(cls=PluginCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the full traceback of errors.")
 @click.version_option(__version__, prog_name="brainsynth")
 def cli(debug: bool) -> None:
@@ -167,18 +191,11 @@ def list_plugins(kind: str | None) -> None:
             click.echo(f"      {param.name}: {param.type_name} ({default})")
 
 
-_commands_registered = False
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one message and exit 2; ``--debug`` shows tracebacks."""
-    global _commands_registered
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("BRAINSYNTH_DEBUG"))
     try:
-        if not _commands_registered:
-            plugins.register_commands(cli)
-            _commands_registered = True
         cli.main(args=args, prog_name="brainsynth", standalone_mode=False)
     except BrainsynthError as exc:
         if debug:

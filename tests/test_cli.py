@@ -18,6 +18,25 @@ def test_version_and_module_entry_point():
     assert result.returncode == 0 and "brainsynth, version" in result.stdout
 
 
+@pytest.mark.slow  # three subprocesses that import every plugin
+def test_version_loads_no_plugin_and_plugin_commands_are_found_when_asked_for():
+    """--version costs no plugin import (torch, MONAI: seconds of CPU); a plugin's command and
+    --help still find the plugins."""
+    probe = (
+        "import sys\n"
+        "from brainsynth.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'brainsynth.plugins.compat' in sys.modules)\n"
+    )
+    def loaded(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True)
+        return done.stdout.strip().splitlines()[-1]
+
+    assert loaded("--version") == "False False"
+    assert loaded("import-checkpoint", "--help") == "True True"
+    assert loaded("--help") == "True True"
+
+
 def test_validate_ok_and_show(toy, run_cli, tmp_path, token_grids):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(recipe_text(token_grids, tmp_path / "runs"))
