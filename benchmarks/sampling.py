@@ -56,8 +56,8 @@ def parameters(module: torch.nn.Module) -> float:
 # ---------------------------------------------------------------------------------------------
 # brainsynth
 def build_brainsynth(spatial_bias: bool, dropout: float = 0.0):
-    from brainsynth.plugins.conditioning import CrossAttend
-    from brainsynth.plugins.orderings import RasterScan
+    from brainsynth.plugins.conditioning.cross_attend import CrossAttend
+    from brainsynth.plugins.orderings.raster_scan import RasterScan
     from brainsynth.plugins.transformers.xtransformer import XTransformerPrior
 
     torch.manual_seed(0)

@@ -8,8 +8,11 @@ import torch
 from brainsynth.core.data import Variable
 from brainsynth.core.errors import DataError, RecipeError
 from brainsynth.core.plugins import registry
-from brainsynth.plugins.conditioning import BosReplacement, CrossAttend, NoConditioning, Prepend
-from brainsynth.plugins.orderings import RasterScan
+from brainsynth.plugins.conditioning.bos_replacement import BosReplacement
+from brainsynth.plugins.conditioning.cross_attend import CrossAttend
+from brainsynth.plugins.conditioning.none import NoConditioning
+from brainsynth.plugins.conditioning.prepend import Prepend
+from brainsynth.plugins.orderings.raster_scan import RasterScan
 from brainsynth.plugins.transformers.xtransformer import XTransformerPrior
 
 VARIABLES = [{"column": "age"}, {"column": "sex", "kind": "categorical"}, {"column": "25004-2.0"}]

@@ -14,8 +14,10 @@ from test_transformer_task import TOKENIZER  # the same tiny tokenizer run
 from brainsynth.core.errors import DataError, RecipeError
 from brainsynth.core.prior import null_values
 from brainsynth.core.sampling import GuidedDecoder, sample
-from brainsynth.plugins.conditioning import BosReplacement, CrossAttend, Prepend
-from brainsynth.plugins.orderings import RasterScan
+from brainsynth.plugins.conditioning.bos_replacement import BosReplacement
+from brainsynth.plugins.conditioning.cross_attend import CrossAttend
+from brainsynth.plugins.conditioning.prepend import Prepend
+from brainsynth.plugins.orderings.raster_scan import RasterScan
 from brainsynth.plugins.transformers.original_xtransformer import OriginalXTransformerPrior
 from brainsynth.plugins.transformers.performer import PerformerPrior
 from brainsynth.plugins.transformers.xtransformer import XTransformerPrior

@@ -9,7 +9,10 @@ from monai.utils.ordering import Ordering as MonaiOrdering
 
 from brainsynth.core.errors import CheckpointError, RecipeError
 from brainsynth.core.plugins import registry
-from brainsynth.plugins.orderings import HilbertCurve, RandomOrder, RasterScan, SCurve
+from brainsynth.plugins.orderings.hilbert_curve import HilbertCurve
+from brainsynth.plugins.orderings.random import RandomOrder
+from brainsynth.plugins.orderings.raster_scan import RasterScan
+from brainsynth.plugins.orderings.s_curve import SCurve
 from brainsynth.plugins.orderings.hilbert_curve import hilbert_walk
 
 CLASSES = {"raster_scan": RasterScan, "s_curve": SCurve, "random": RandomOrder, "hilbert_curve": HilbertCurve}

@@ -14,7 +14,10 @@ from _original_golden import golden_state, load_io, load_manifest, one_thread  #
 
 from brainsynth.core.errors import CheckpointError
 from brainsynth.core.sampling import RecomputingDecoder, sample
-from brainsynth.plugins.conditioning import BosReplacement, CrossAttend, NoConditioning, Prepend
+from brainsynth.plugins.conditioning.bos_replacement import BosReplacement
+from brainsynth.plugins.conditioning.cross_attend import CrossAttend
+from brainsynth.plugins.conditioning.none import NoConditioning
+from brainsynth.plugins.conditioning.prepend import Prepend
 from brainsynth.plugins.orderings.raster_scan import RasterScan
 from brainsynth.plugins.transformers.performer import PerformerPrior
 

@@ -8,8 +8,11 @@ import torch
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.plugins import registry
 from brainsynth.core.prior import teacher_forcing_inputs
-from brainsynth.plugins.conditioning import BosReplacement, CrossAttend, Prepend
-from brainsynth.plugins.orderings import HilbertCurve, RasterScan
+from brainsynth.plugins.conditioning.bos_replacement import BosReplacement
+from brainsynth.plugins.conditioning.cross_attend import CrossAttend
+from brainsynth.plugins.conditioning.prepend import Prepend
+from brainsynth.plugins.orderings.hilbert_curve import HilbertCurve
+from brainsynth.plugins.orderings.raster_scan import RasterScan
 from brainsynth.plugins.transformers.performer import PerformerPrior
 from brainsynth.plugins.transformers.spatial_bias import SpatialRelativeBias, bucket_offsets, relative_position_ids
 from brainsynth.plugins.transformers.xtransformer import XTransformerPrior

@@ -7,8 +7,9 @@ import torch
 
 from brainsynth.core.errors import DataError, RecipeError
 from brainsynth.core.sampling import choose_tokens, filter_logits, sample, stack_conditioning
-from brainsynth.plugins.conditioning import CrossAttend, Prepend
-from brainsynth.plugins.orderings import RasterScan
+from brainsynth.plugins.conditioning.cross_attend import CrossAttend
+from brainsynth.plugins.conditioning.prepend import Prepend
+from brainsynth.plugins.orderings.raster_scan import RasterScan
 from brainsynth.plugins.transformers.performer import PerformerPrior
 from brainsynth.plugins.transformers.xtransformer import XTransformerPrior
 

@@ -1,4 +1,6 @@
-"""Built-in metrics (registered through the ``register_components`` hook, like any plugin).
+"""Built-in metrics (registered through the ``register_components`` hook, like any plugin;
+their modules are imported when the hook runs, so that loading the plugin for its commands or
+``--help`` costs no torch import).
 
 A per-volume metric (kind ``metric``: the tokenizer's ``metrics``) is called as
 ``metric(reconstruction, target)`` on ``[B, C, *spatial]`` tensors and returns one value per
@@ -13,19 +15,19 @@ where the other belongs is refused by ``validate`` with the names that fit.
 
 from brainsynth.core.hookspecs import hookimpl
 
-from .fid import FrechetDistance
-from .mae import MeanAbsoluteError
-from .mmd import MaximumMeanDiscrepancy
-from .morphology_preservation import MorphologyPreservation
-from .ms_ssim import MultiScaleSSIM
-from .ms_ssim_diversity import MultiScaleSSIMDiversity
-from .mse import MeanSquaredError
-from .psnr import PeakSignalToNoiseRatio
-from .sharpness import Sharpness
-
 
 @hookimpl
 def register_components(registry):
+    from .fid import FrechetDistance
+    from .mae import MeanAbsoluteError
+    from .mmd import MaximumMeanDiscrepancy
+    from .morphology_preservation import MorphologyPreservation
+    from .ms_ssim import MultiScaleSSIM
+    from .ms_ssim_diversity import MultiScaleSSIMDiversity
+    from .mse import MeanSquaredError
+    from .psnr import PeakSignalToNoiseRatio
+    from .sharpness import Sharpness
+
     registry.register("metric", "ms_ssim", MultiScaleSSIM)
     registry.register("metric", "mae", MeanAbsoluteError)
     registry.register("metric", "mse", MeanSquaredError)
