@@ -1,23 +1,21 @@
-"""An ordering that reads the token grid in reverse raster order."""
+"""An ordering that reads the token grid in reverse raster order (last cell first).
 
-import torch
+An ordering subclasses `brainsynth.core.ordering.Ordering` and only says how to walk a grid
+(`walk`); the base class builds the permutation, applies the optional transforms, saves it with
+the prior and checks it on loading. The engine passes `spatial_shape` (the token grid).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from brainsynth.core.ordering import Ordering, raster_walk
 
 
-class ReverseRaster:
-    """Raster scan, last voxel first."""
+class ReverseRaster(Ordering):
+    """Raster scan, last cell first."""
 
-    def __init__(self, spatial_shape: tuple[int, ...]) -> None:
-        self.spatial_shape = tuple(spatial_shape)
-        count = 1
-        for size in self.spatial_shape:
-            count *= size
-        self.index = torch.arange(count - 1, -1, -1)
-        self.inverse = torch.argsort(self.index)
+    def __init__(self, *, spatial_shape: tuple[int, ...]) -> None:
+        super().__init__(spatial_shape)
 
-    def sequence(self, grid: torch.Tensor) -> torch.Tensor:
-        """[B, *grid] -> [B, L]."""
-        return grid.flatten(1)[:, self.index.to(grid.device)]
-
-    def revert(self, sequence: torch.Tensor) -> torch.Tensor:
-        """[B, L] -> [B, *grid]."""
-        return sequence[:, self.inverse.to(sequence.device)].reshape(-1, *self.spatial_shape)
+    def walk(self, shape: tuple[int, ...]) -> np.ndarray:
+        return raster_walk(shape)[::-1]
