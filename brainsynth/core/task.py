@@ -10,6 +10,10 @@ import dataclasses
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+
     from .dry_run import DryRun
     from .recipe import Recipe
     from .registry import Registry
@@ -52,6 +56,12 @@ class Task:
         from .errors import RunError
 
         raise RunError(f"{recipe.source}: task '{recipe.task}' has no --dry-run; run it, or validate it with 'brainsynth validate'.")
+
+    def load(self, directory: Path, recipe: Recipe, registry: Registry, *, checkpoint: str, device: torch.device) -> Any:
+        """The trained run in `directory` as a Python object, for `brainsynth.load`; writes nothing."""
+        from .errors import RunError
+
+        raise RunError(f"{directory}: a '{recipe.task}' run has nothing to load in Python; load the run of what it trained.")
 
     @classmethod
     def check_recipe(cls, recipe: Recipe, registry: Registry) -> None:

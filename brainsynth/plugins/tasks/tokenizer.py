@@ -402,6 +402,12 @@ class TokenizerTask(Task):
             return None
         return tuple(int(g) for g in network.token_grid(space["spatial_shape"]))
 
+    def load(self, directory, recipe, registry, *, checkpoint, device):
+        """A `LoadedTokenizer`: encode and decode in Python (`brainsynth.load`)."""
+        from .loaded import load_trained_tokenizer
+
+        return load_trained_tokenizer(directory, recipe, registry, checkpoint, device)
+
     @classmethod
     def check_recipe(cls, recipe, registry) -> None:
         """validate: rules across sections, and data.roi must survive the network's down-sampling

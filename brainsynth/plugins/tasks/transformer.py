@@ -167,6 +167,14 @@ class TransformerTask(Task):
         parts = self._trained_parts(run, config["checkpoint"])
         return write_likelihood_maps(run, parts, config)
 
+    def load(self, directory, recipe, registry, *, checkpoint, device):
+        """A `LoadedPrior` (with its `LoadedTokenizer`): sample and score in Python (`brainsynth.load`)."""
+        from .loaded import LoadedPrior, LoadedTokenizer
+
+        run = Run(recipe=recipe, directory=directory, registry=registry, dist=distributed.DistributedContext(device=device))
+        parts = self._trained_parts(run, checkpoint)
+        return LoadedPrior(parts, LoadedTokenizer(parts.tokenizer, registry, device), device)
+
     def dry_run(self, recipe, registry):
         """The prior (and its frozen tokenizer) sized on the meta device, with the token grid."""
         from .dry_run import transformer_dry_run

@@ -1,0 +1,38 @@
+"""The Python API: a trained run as an object, in a notebook, without the CLI.
+
+    import brainsynth
+    tokenizer = brainsynth.load("runs/demo/tokenizer")   # encode / decode / reconstruct
+    prior = brainsynth.load("runs/demo/prior")           # sample / sample_tokens / likelihood
+    brains = prior.sample(4, {"age": 70, "sex": 1, "diagnosis": 1}, guidance_scale=1.5)
+
+What comes back is the run's task's to say (`Task.load`), built from the run's recipe and
+checkpoint as its modes build them; nothing is written. Relative paths in the recipe (the data)
+are read from the working directory, as the CLI reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .core.errors import RunError
+
+
+def load(run_dir: str | os.PathLike, *, checkpoint: str = "best", device: str = "cpu") -> Any:
+    """The trained tokenizer or prior of `run_dir` (its ``best`` or ``last`` checkpoint) on `device`."""
+    import torch
+
+    from .core import plugins
+    from .core.recipe import recipe_from_text
+
+    directory = Path(run_dir)
+    path = directory / "recipe.yaml"
+    if not path.is_file():
+        raise RunError(f"{directory}: no recipe.yaml here; give the directory of a trained run (e.g. runs/demo/prior).")
+    if checkpoint not in ("best", "last"):
+        raise RunError(f"checkpoint: 'best' or 'last', got {checkpoint!r}.")
+    registry = plugins.registry()
+    recipe = recipe_from_text(path.read_text(), registry, str(path))
+    task = registry.get("task", recipe.task).build({})
+    return task.load(directory, recipe, registry, checkpoint=checkpoint, device=torch.device(device))
