@@ -1,4 +1,4 @@
-"""The plugin contract: two hooks, both keyword-only.
+"""The plugin contract: two registration hooks and four run lifecycle hooks, all keyword-only.
 
 A plugin is a module (or any object) with functions marked ``@hookimpl`` whose names match the
 specifications below. Built-in components use exactly this contract; third-party packages expose
@@ -31,3 +31,28 @@ def register_components(registry):
 @hookspec
 def register_commands(cli):
     """Add click commands to the ``brainsynth`` command group ``cli`` (``@cli.command()``)."""
+
+
+# -- run lifecycle: called in the process that writes the run (rank 0), for every mode -------------
+# For a plugin that sends metrics to MLflow or W&B without writing a task. An exception raised in
+# one of them stops the run with one line naming the plugin and the hook.
+
+
+@hookspec
+def run_started(run):
+    """A mode starts: ``run.recipe``, ``run.mode``, ``run.directory`` are set; nothing is trained yet."""
+
+
+@hookspec
+def metrics_logged(run, step, split, metrics):
+    """Values were logged at `step` (``split``: ``train``, ``val``, ...): `metrics` maps names to numbers."""
+
+
+@hookspec
+def checkpoint_saved(run, path, epoch, step):
+    """A checkpoint was written to `path` (``last.pt`` after each epoch, ``best.pt`` on improvement)."""
+
+
+@hookspec
+def run_finished(run, metrics, error):
+    """A mode ended: with its final `metrics` (and `error` None), or with the `error` that stopped it."""

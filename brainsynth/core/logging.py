@@ -10,7 +10,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +31,8 @@ class MetricsLogger:
     def __init__(self, directory: str | Path, enabled: bool = True) -> None:
         self.directory = Path(directory)
         self.enabled = enabled
+        self.listeners: list[Callable[[int, str, dict[str, Any]], None]] = []
+        """Called with (step, split, metrics) after each `log` (the plugins' ``metrics_logged``)."""
         self._writer = None
         self._jsonl = None
         if enabled:
@@ -57,6 +59,8 @@ class MetricsLogger:
             value = _plain(value)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.writer.add_scalar(f"{split}/{key}", value, step)
+        for listener in self.listeners:
+            listener(int(step), split, {k: _plain(v) for k, v in metrics.items()})
 
     def log_text(self, tag: str, text: str, step: int = 0) -> None:
         if self.enabled:

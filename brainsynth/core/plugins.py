@@ -15,7 +15,7 @@ from functools import lru_cache
 import pluggy
 
 from . import hookspecs
-from .errors import RegistryError
+from .errors import BrainsynthError, RegistryError
 from .registry import Registry
 from .schema import did_you_mean
 
@@ -102,7 +102,11 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     """A registry filled by every plugin of `pm`, each registration tagged with its provider."""
     reg = Registry()
     for impl in reversed(pm.hook.register_components.get_hookimpls()):
+        before = {(c.kind, c.name) for c in reg} if tracing() else set()
         impl.function(registry=reg.for_provider(provider_name(pm, impl.plugin)))
+        if tracing():
+            added = sorted(f"{c.kind} {c.name}" for c in reg if (c.kind, c.name) not in before)
+            print(f"plugins: {provider_name(pm, impl.plugin)} registered {', '.join(added) or 'nothing'}", flush=True)
     return reg
 
 
@@ -115,6 +119,36 @@ def registry() -> Registry:
 def register_commands(cli) -> None:
     """Let every plugin add its click commands to the ``brainsynth`` group."""
     plugin_manager().hook.register_commands(cli=cli)
+
+
+TRACE_PLUGINS_ENV = "BRAINSYNTH_TRACE_PLUGINS"
+"""Set (to anything but empty or 0) to print which plugin registered each component and handled
+each lifecycle hook."""
+
+
+def tracing() -> bool:
+    return os.environ.get(TRACE_PLUGINS_ENV, "") not in ("", "0")
+
+
+_traced: set[tuple[str, str]] = set()
+
+
+def notify(hook: str, **arguments) -> None:
+    """Call lifecycle `hook` of every plugin that implements it; an exception becomes one line
+    naming the plugin and the hook. With ``BRAINSYNTH_TRACE_PLUGINS`` the first call of each
+    (hook, plugin) is printed."""
+    pm = plugin_manager()
+    for impl in pm.hook.__dict__[hook].get_hookimpls():
+        provider = provider_name(pm, impl.plugin)
+        if tracing() and (hook, provider) not in _traced:
+            _traced.add((hook, provider))
+            print(f"plugins: {hook} handled by {provider}", flush=True)
+        try:
+            impl.function(**{name: arguments[name] for name in impl.argnames})
+        except BrainsynthError:
+            raise
+        except Exception as exc:
+            raise RegistryError(f"plugin {provider} failed in its {hook} hook: {type(exc).__name__}: {exc}") from exc
 
 
 def reset() -> None:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import distributed, locks, records, signals
+from . import distributed, locks, plugins, records, signals
 from .errors import BrainsynthError, RunError
 from .files import inside, remove_leftovers, write_bytes_atomic
 from .logging import MetricsLogger, Progress, warn
@@ -220,6 +220,7 @@ def _execute(recipe: Recipe, registry: Registry, resume: bool, allow_changes: bo
     prepared: Prepared | None = None
     before: records.Snapshot = {}
     finished = False
+    started: Run | None = None  # rank 0's run, once the plugins were told it started
     try:
         # Rank 0 checks, creates and locks the directory; the others wait for it (a failure on
         # rank 0 ends the whole job through the launcher).
@@ -245,15 +246,26 @@ def _execute(recipe: Recipe, registry: Registry, resume: bool, allow_changes: bo
         run = Run(recipe=recipe, directory=directory, registry=registry, dist=dist_ctx, resume=resume, log=log,
                   allow_changes=allow_changes)
         task = registry.get("task", recipe.task).build({})
+        if dist_ctx.is_main:
+            log.listeners.append(lambda step, split, values: plugins.notify(
+                "metrics_logged", run=run, step=step, split=split, metrics=values))
+            plugins.notify("run_started", run=run)
+            started = run
         try:
             metrics = task.run(run) or {}
         finally:
             log.close()
         if dist_ctx.is_main:
             write_bytes_atomic(directory / f"metrics.{recipe.mode}.json", json.dumps(metrics, indent=2, default=str).encode())
+            plugins.notify("run_finished", run=run, metrics=metrics, error=None)
         finished = True
         return metrics
     except BaseException as exc:
+        if started is not None and not finished:
+            try:
+                plugins.notify("run_finished", run=started, metrics=None, error=exc)
+            except BrainsynthError as hook_error:  # the run's own error is the one to report
+                print(f"warning: {hook_error}", flush=True)
         if prepared is not None:
             _leave_nothing(prepared, before)
         if isinstance(exc, (BrainsynthError, OSError)):

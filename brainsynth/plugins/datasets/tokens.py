@@ -50,10 +50,7 @@ class TokenGrids(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         path = self.files[index]
-        try:
-            grid = np.load(path, allow_pickle=False)
-        except Exception as exc:
-            raise DataError(f"{path}: cannot read token grid ({exc}).") from None
+        grid = read_grid(path)
         if not np.issubdtype(grid.dtype, np.integer):
             raise DataError(f"{path}: token grids hold integers, this file holds {grid.dtype}.")
         if self.grid is not None and tuple(grid.shape) != self.grid:
@@ -68,6 +65,15 @@ class TokenGrids(torch.utils.data.Dataset):
                 f"is outside the codebook [0, {self.num_embeddings}). The grid comes from another tokenizer."
             )
         return {"tokens": torch.from_numpy(grid.astype(np.int64)), "subject": subject_name(path)}
+
+
+def read_grid(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """A token grid file, or a `DataError` naming it (a truncated or foreign file is the user's to fix)."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read this token grid ({type(exc).__name__}: {str(exc)[:120]}); "
+                        "extract it again, or remove it and its line in tokens.json.") from None
 
 
 class TokenDataset(DataSource):
@@ -87,7 +93,7 @@ class TokenDataset(DataSource):
                 f"{META_FILE} that extract writes beside the grids."
             )
         self.num_embeddings = int(num_embeddings)
-        first = np.load(self.files["train"][0], mmap_mode="r", allow_pickle=False)
+        first = read_grid(self.files["train"][0], mmap_mode="r")
         self.grid = tuple(int(s) for s in first.shape)
         recorded = meta.get("grid")
         if recorded is not None and tuple(int(g) for g in recorded) != self.grid:
