@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from brainsynth.core import global_batch
 from brainsynth.core.errors import RecipeError
 from brainsynth.plugins.codebooks.ema import EMACodebook
 from brainsynth.plugins.codebooks.search import nearest_codes, rule_of_thumb_decay_epochs, scheduled_decay
@@ -90,6 +91,18 @@ def test_dead_codes_restart_on_encoder_vectors(kind):
     assert codebook.quantize(z).usage.item() > 1 / 6
 
 
+@pytest.mark.parametrize("kind", [EMACodebook, VanillaCodebook])
+def test_in_a_training_step_restarts_draw_with_the_steps_generator(kind):
+    """So that every process count restarts the same codes onto the same vectors (see test_distributed_tokenizer)."""
+    torch.manual_seed(0)
+    codebook = kind(embedding_dim=2, num_embeddings=6, dead_code_restart=True, restart_every=1, dead_code_threshold=1e9)
+    z = torch.randn(2, 2, 10)
+    with global_batch.step_scope(seed=1, step=4) as step:
+        codebook.quantize(z)  # every code is below the threshold: all 6 restart
+    rows = torch.randint(0, 20, (6,), generator=step.generator("dead_code_restart"))
+    assert torch.equal(codebook.codes.detach(), torch.movedim(z, 1, -1).reshape(-1, 2)[rows])
+
+
 def test_decay_warmup_schedules():
     assert scheduled_decay(5, 0.5, 0.99, "none", 10) == 0.5
     assert math.isclose(scheduled_decay(5, 0.5, 0.99, "linear", 10), 0.745)
@@ -132,3 +145,23 @@ def test_ema_statistics_are_summed_over_ranks(tmp_path):
     single.quantize(torch.randn(2, 2, 6))  # the whole batch in one process
     torch.testing.assert_close(results[0], results[1])
     torch.testing.assert_close(results[0], single.codes)
+
+
+def _unsynced_restart_worker(rank: int, world: int, store: str, results) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        codebook = VanillaCodebook(embedding_dim=2, num_embeddings=4, ddp_sync=False, dead_code_restart=True)
+        try:
+            codebook.quantize(torch.randn(1, 2, 6))
+        except RecipeError as exc:
+            results[rank] = str(exc)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_restarts_under_several_processes_without_summed_counts_are_refused(tmp_path):
+    """Per-rank counts would restart different codes on each rank, which then wait on each other."""
+    manager = mp.Manager()
+    results = manager.dict()
+    mp.spawn(_unsynced_restart_worker, args=(2, str(tmp_path / "store"), results), nprocs=2, join=True)
+    assert sorted(results.keys()) == [0, 1] and "needs ddp_sync: true" in results[0]

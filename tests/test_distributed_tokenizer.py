@@ -22,8 +22,11 @@ from brainsynth.core.loop import epoch_indices
 pytestmark = pytest.mark.slow  # subprocesses / several processes
 
 
-def recipe(train: Path, root: Path, name: str, *, epochs=1, batch_size=2, optimizer="{name: sgd, lr: 0.1}", extra="") -> str:
-    """A tiny VQ-VAE + PatchGAN with the adaptive adversarial weight: every part DDP has to get right."""
+def recipe(train: Path, root: Path, name: str, *, epochs=1, batch_size=2, optimizer="{name: sgd, lr: 0.1}", extra="",
+           codebook="", loss="{name: mse}", norm="none") -> str:
+    """A tiny VQ-VAE + PatchGAN with the adaptive adversarial weight: every part DDP has to get right.
+
+    `codebook`: more keys of the EMA codebook; `loss`, `norm`: the loss block and the discriminator's norm."""
     return (
         "task: tokenizer\n"
         f"experiment: {{name: {name}, root: {root}}}\n"
@@ -31,9 +34,9 @@ def recipe(train: Path, root: Path, name: str, *, epochs=1, batch_size=2, optimi
         "device: cpu\n"
         f"data: {{name: nifti, train: {train}, roi: [24, 24, 24]}}\n"
         "network: {name: baseline_vqvae, channels: 4, levels: 2, num_res_layers: 1, embedding_dim: 4,\n"
-        "          codebook: {name: ema, num_embeddings: 16, decay: 0.5}}\n"
-        "loss: {name: mse}\n"
-        "discriminator: {name: baseline_discriminator, channels: 4, num_layers: 2, norm: none}\n"
+        f"          codebook: {{name: ema, num_embeddings: 16, decay: 0.5{codebook}}}}}\n"
+        f"loss: {loss}\n"
+        f"discriminator: {{name: baseline_discriminator, channels: 4, num_layers: 2, norm: {norm}}}\n"
         "adversarial: {weight: 0.1, adaptive: true}\n"
         f"optimizer: {optimizer}\n"
         f"discriminator_optimizer: {optimizer}\n"
@@ -139,3 +142,46 @@ def test_a_failing_rank_ends_the_job_once(tmp_path, four_subjects):
     # oversubscribed threefold it took 16-43 s (process start and exit slow down, not the logic),
     # which a 30 s bound turned into a flaky failure (benchmarks/ddp_exits.py, run 4 of 20).
     assert ended - reported < 120, f"the job took {ended - reported:.1f} s to stop after the error"
+    assert not (tmp_path / "runs" / "fails").exists(), "the failed job left its run directory (no checkpoint) behind"
+
+
+def two_by_two_and_one_by_four(tmp_path: Path, four_subjects: Path, run_cli, **options) -> tuple[dict, dict, str]:
+    """The same recipe as 1 process x batch 4 and as 2 processes x batch 2, 2 epochs (2 steps) each;
+    returns both runs' last.pt and the 2-process job's stdout."""
+    path = tmp_path / "tok.yaml"
+    path.write_text(recipe(four_subjects, tmp_path / "runs", "single", epochs=2, batch_size=4,
+                           optimizer="{name: sgd, lr: 0.1, momentum: 0.9}", **options))
+    assert run_cli("run", str(path)).code == 0
+    result = launch(path, "--set", "experiment.name=ddp", "--set", "train.batch_size=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = read_checkpoint(tmp_path / "runs" / "single" / "checkpoints" / "last.pt")
+    ddp = read_checkpoint(tmp_path / "runs" / "ddp" / "checkpoints" / "last.pt")
+    assert single["step"] == ddp["step"] == 2 and ddp["extra"]["world_size"] == 2
+    return single, ddp, result.stdout
+
+
+def test_batch_norm_is_synchronised_so_two_ranks_of_2_train_like_one_rank_of_4(tmp_path, four_subjects, run_cli):
+    """The paper's discriminator (norm: batch): weights and running statistics (unbiased variance
+    over the global count) of 2 x 2 equal 1 x 4; per-rank statistics missed by ~5 %."""
+    single, ddp, stdout = two_by_two_and_one_by_four(tmp_path, four_subjects, run_cli, norm="batch")
+    assert any(key.endswith("running_var") for key in ddp["modules"]["discriminator"])
+    assert_same_weights(single["modules"], ddp["modules"])
+    assert "discriminator: 2 batch-norm layers synchronised over 2 processes" in stdout
+
+
+def test_dead_code_restarts_draw_from_the_global_batch_like_one_process(tmp_path, four_subjects, run_cli):
+    """Restarts at both steps: the candidates come from both ranks' encoder vectors, in the global
+    batch's order, with the draw one process makes (rank 0's own batch before)."""
+    single, ddp, _ = two_by_two_and_one_by_four(
+        tmp_path, four_subjects, run_cli, codebook=", dead_code_restart: true, restart_every: 1, dead_code_threshold: 4.0"
+    )
+    assert int(ddp["modules"]["network"]["codebook.restart_step"]) == 2
+    assert_same_weights(single["modules"], ddp["modules"])
+
+
+def test_perceptual_slices_are_drawn_over_the_global_batch_like_one_process(tmp_path, four_subjects, run_cli):
+    """jukebox_perceptual's random slices: one shared draw over the global batch, each rank scoring
+    the slices of its own volumes, weighted so that DDP's average is one process's mean."""
+    loss = "{name: jukebox_perceptual, backbone: random, perceptual_factor: 1.0, slice_fraction: 0.25}"
+    single, ddp, _ = two_by_two_and_one_by_four(tmp_path, four_subjects, run_cli, loss=loss)
+    assert_same_weights(single["modules"], ddp["modules"])

@@ -8,12 +8,14 @@ import pytest
 import torch
 from monai.networks.nets.resnet import ResNetFeatures
 
+from brainsynth.core import global_batch
 from brainsynth.core.errors import CheckpointError, RecipeError
 from brainsynth.core.plugins import registry
 from brainsynth.plugins.losses.backbones import RandomBackbone, build_backbone
 from brainsynth.plugins.losses.lpips_alex import LPIPSAlex, installed_stlpips_weights, load_lpips_alex
 from brainsynth.plugins.losses.lpips_squeeze import LPIPSSqueeze, load_lpips_squeeze
 from brainsynth.plugins.losses.lpips_vgg import LPIPSVGG, installed_stlpips_vgg_weights, load_lpips_vgg
+from brainsynth.plugins.losses.perceptual import random_slices
 from brainsynth.plugins.losses.spectral import magnitude_loss, phase_loss
 
 
@@ -70,6 +72,23 @@ def test_jukebox_perceptual_weights_its_parts_and_scores_three_views():
     assert all(p.grad is None for p in backbone.parameters())
     identical = build_loss(name="perceptual", backbone="random")(target, target)
     assert all(v.item() < 1e-10 for k, v in identical.components.items())
+
+
+def test_in_a_training_step_the_slices_come_from_the_steps_generator():
+    """So that every process count draws the same slices (see test_distributed_tokenizer)."""
+    loss = build_loss(name="perceptual", backbone="random", slice_fraction=0.25, pixel_factor=0.0)
+    target = torch.rand(2, 1, 8, 12, 16)
+    reconstruction = target + 0.1 * torch.randn_like(target)
+    with global_batch.step_scope(seed=3, step=5) as step:
+        views = [loss(reconstruction, target).components[f"perceptual_{i}"] for i in range(3)]
+        again = [loss(reconstruction, target).components[f"perceptual_{i}"] for i in range(3)]
+    generator = step.generator("perceptual_slices")
+    for axis, (view, repeated) in enumerate(zip(views, again)):
+        count = 2 * target.shape[2 + axis]
+        drawn = torch.randperm(count, generator=generator)[: round(0.25 * count)]
+        expected = loss.perceptual.backbone(random_slices(reconstruction * 2 - 1, axis, drawn), random_slices(target * 2 - 1, axis, drawn))
+        torch.testing.assert_close(view, expected.mean())
+        assert torch.equal(view, repeated)
 
 
 def test_perceptual_backbones_without_weights_say_which_file_is_needed(tmp_path):

@@ -7,9 +7,12 @@ the step on one batch. The loop owns the rest:
   DistributedSampler or MONAI's weighted one, both reshuffled per epoch. A resumed run finds the
   same order without any saved generator state, and skips the batches already done without
   loading them;
-* **trained modules**: each is DDP-wrapped when the job has several processes and gets an
-  optimizer (sharded over ranks with ``zero: true``), a per-iteration schedule and a GradScaler
-  (active under fp16 only);
+* **trained modules**: each is DDP-wrapped when the job has several processes, its batch-norm
+  layers synchronised over ranks first (`batch_norm`), and gets an optimizer (sharded over ranks
+  with ``zero: true``), a per-iteration schedule and a GradScaler (active under fp16 only);
+* **the global batch**: every step runs inside `global_batch.step_scope`, so components that draw
+  at random from the batch draw over the global one with a generator shared by every rank: N
+  processes of batch B train as one process of batch N x B;
 * **checkpoints**: ``last.pt`` every ``checkpoint_every`` iterations and at the end of every
   epoch, ``best.pt`` when the tracked metric improves. Before a save, ZeRO state is consolidated
   on rank 0, the replicas are checked bit-identical, and the RNG states of every rank are gathered;
@@ -26,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import distributed
+from . import batch_norm, distributed, global_batch
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
 from .errors import RunError
 from .files import remove_leftovers
@@ -200,8 +203,14 @@ class TrainingLoop:
 
         `broadcast_buffers=False` is for modules that keep their buffers in step over ranks
         themselves (the EMA codebook): they start from rank 0's and are checked identical at
-        every checkpoint.
+        every checkpoint. Under several processes its batch-norm layers are swapped for
+        synchronised ones (the same parameters and buffers); use the returned `Trained.module`.
         """
+        if self.run.dist.is_distributed:
+            module, swapped = batch_norm.synchronize(module, self.run.device)
+            if swapped:
+                self.run.say(f"{name}: {swapped} batch-norm layers synchronised over {self.run.dist.world_size} "
+                             f"processes (statistics of the global batch, as one process computes them)")
         model = distributed.wrap(module, self.run.dist, broadcast_buffers=broadcast_buffers)
         opt = build_optimizer(module.parameters(), optimizer, zero=self.zero)
         scheduler = build_scheduler(opt, optimizer, self.total_steps)
@@ -277,7 +286,8 @@ class TrainingLoop:
             with self.run.progress(len(loader), f"{self.desc} epoch {epoch + 1}/{epochs}") as bar:
                 for batch in loader:
                     position = Position(epoch, self.iteration, self.step, self.iterations_per_epoch)
-                    values = step(batch, position)
+                    with global_batch.step_scope(self.seed, self.step, self.run.dist.rank, self.run.dist.world_size):
+                        values = step(batch, position)
                     self.iteration += 1
                     self.step += 1
                     last_values = values

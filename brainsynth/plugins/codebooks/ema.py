@@ -21,6 +21,7 @@ from brainsynth.core.schema import NonNegativeFloat, PositiveFloat, PositiveInt,
 
 from .search import (
     all_reduce_sum_,
+    check_restarts_in_sync,
     code_counts,
     flatten_channels_last,
     nearest_codes,
@@ -66,7 +67,8 @@ class EMACodebook(Codebook):
             (about 2.8 M samples).
         ddp_sync: sum the statistics over ranks under torch.distributed.
         dead_code_restart: every `restart_every` training steps, codes whose EMA count fell
-            below `dead_code_threshold` are moved onto random encoder vectors of the batch.
+            below `dead_code_threshold` are moved onto random encoder vectors of the batch (the
+            global batch under DDP, drawn as one process would: `search.restart_candidates`).
         max_distance_elements: largest distance matrix computed at once (rows x K).
     """
 
@@ -130,7 +132,7 @@ class EMACodebook(Codebook):
             quantized = unflatten_channels_first(F.embedding(indices, self.codes), z)
             counts = code_counts(indices, self.num_embeddings)
             if self.training:
-                self._update(flat, indices, counts)
+                self._update(flat, indices, counts, z.shape[0])
             loss = self.commitment_cost * F.mse_loss(quantized.detach(), z)
             quantized = z + (quantized - z).detach()
         perplexity, usage = perplexity_and_usage(counts)
@@ -138,7 +140,7 @@ class EMACodebook(Codebook):
         return Quantized(quantized, loss, indices.view(grid), perplexity, usage)
 
     @torch.no_grad()
-    def _update(self, flat: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor) -> None:
+    def _update(self, flat: torch.Tensor, indices: torch.Tensor, counts: torch.Tensor, items: int) -> None:
         statistics = torch.zeros(self.num_embeddings, self.embedding_dim + 1, device=flat.device)
         statistics[:, 0] = counts
         statistics[:, 1:].index_add_(0, indices, flat)
@@ -150,17 +152,18 @@ class EMACodebook(Codebook):
         smoothed = (self.cluster_size + self.epsilon) / (total + self.num_embeddings * self.epsilon) * total
         self.embedding.weight.copy_(self.embed_avg / smoothed.unsqueeze(1))
         if self.dead_code_restart:
+            check_restarts_in_sync("ema", self.ddp_sync)
             self.restart_step += 1
             if int(self.restart_step) % self.restart_every == 0:
-                self._restart(flat)
+                self._restart(flat, items)
 
     @torch.no_grad()
-    def _restart(self, flat: torch.Tensor) -> None:
+    def _restart(self, flat: torch.Tensor, items: int) -> None:
         dead = self.cluster_size < self.dead_code_threshold
         count = int(dead.sum())
         if count == 0:
             return
-        vectors = restart_candidates(flat, count)
+        vectors = restart_candidates(flat, count, items)
         self.embedding.weight[dead] = vectors
         self.cluster_size[dead] = self.dead_code_threshold
         self.embed_avg[dead] = vectors * self.dead_code_threshold

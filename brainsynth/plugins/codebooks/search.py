@@ -12,6 +12,9 @@ import math
 import torch
 import torch.distributed as dist
 
+from brainsynth.core import global_batch
+from brainsynth.core.errors import RecipeError
+
 
 def flatten_channels_last(z: torch.Tensor) -> torch.Tensor:
     """``[B, D, *grid]`` → ``[B * prod(grid), D]`` (a copy, rows in C order of ``[B, *grid]``)."""
@@ -66,9 +69,30 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def check_restarts_in_sync(owner: str, ddp_sync: bool) -> None:
+    """Restarts under several processes need the counts summed over ranks: with per-rank counts the
+    ranks restart different codes and wait for each other in the draw's collectives."""
+    if not ddp_sync and distributed():
+        raise RecipeError(
+            f"codebook '{owner}': dead_code_restart under several processes needs ddp_sync: true "
+            f"(per-rank counts restart different codes on each rank); set ddp_sync: true or run one process."
+        )
+
+
 @torch.no_grad()
-def restart_candidates(flat: torch.Tensor, count: int) -> torch.Tensor:
-    """`count` encoder vectors drawn from this batch, identical on every rank (rank 0's draw)."""
+def restart_candidates(flat: torch.Tensor, count: int, items: int) -> torch.Tensor:
+    """`count` encoder vectors drawn from the batch (`flat`: `items` items' rows), identical on every rank.
+
+    In a training step they are drawn from the vectors of every rank's batch, in the order of the
+    global batch, with the step's shared generator (`brainsynth.core.global_batch`): N processes
+    restart dead codes onto the vectors one process with the N-fold batch picks. Outside a step:
+    rank 0's draw from its own batch, from torch's global RNG.
+    """
+    step = global_batch.current()
+    if step is not None:
+        layout = step.layout(items, flat.shape[0] // max(1, items), flat.device)
+        rows = torch.randint(0, layout.total, (count,), generator=step.generator("dead_code_restart"))
+        return layout.take(flat.float().contiguous(), rows)
     picks = flat[torch.randint(0, flat.shape[0], (count,), device=flat.device)].float().contiguous()
     if distributed():
         dist.broadcast(picks, src=0)

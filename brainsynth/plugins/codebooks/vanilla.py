@@ -20,6 +20,7 @@ from brainsynth.core.schema import NonNegativeFloat, PositiveInt, Range
 from .ema import check_positive, init_codes
 from .search import (
     all_reduce_sum_,
+    check_restarts_in_sync,
     code_counts,
     flatten_channels_last,
     nearest_codes,
@@ -40,7 +41,8 @@ class VanillaCodebook(Codebook):
         usage_decay: decay of the EMA of assignment counts used to find dead codes.
         ddp_sync: sum the assignment counts over ranks under torch.distributed.
         dead_code_restart: every `restart_every` training steps, codes whose EMA count fell
-            below `dead_code_threshold` are moved onto random encoder vectors of the batch.
+            below `dead_code_threshold` are moved onto random encoder vectors of the batch (the
+            global batch under DDP, drawn as one process would: `search.restart_candidates`).
         max_distance_elements: largest distance matrix computed at once (rows x K).
     """
 
@@ -94,26 +96,27 @@ class VanillaCodebook(Codebook):
             loss = codebook_loss + self.commitment_cost * commitment
             straight_through = z + (quantized - z).detach()
             if self.training:
-                self._update(flat, counts)
+                self._update(flat, counts, z.shape[0])
         perplexity, usage = perplexity_and_usage(counts)
         grid = (z.shape[0], *z.shape[2:])
         return Quantized(straight_through, loss, indices.view(grid), perplexity, usage)
 
     @torch.no_grad()
-    def _update(self, flat: torch.Tensor, counts: torch.Tensor) -> None:
+    def _update(self, flat: torch.Tensor, counts: torch.Tensor, items: int) -> None:
         counts = counts.clone()
         if self.ddp_sync:
             all_reduce_sum_(counts)
         self.cluster_size.mul_(self.usage_decay).add_(counts, alpha=1.0 - self.usage_decay)
         if not self.dead_code_restart:
             return
+        check_restarts_in_sync("vanilla", self.ddp_sync)
         self.restart_step += 1
         if int(self.restart_step) % self.restart_every:
             return
         dead = self.cluster_size < self.dead_code_threshold
         count = int(dead.sum())
         if count:
-            self.embedding.weight[dead] = restart_candidates(flat, count)
+            self.embedding.weight[dead] = restart_candidates(flat, count, items)
             self.cluster_size[dead] = self.dead_code_threshold
 
     def summaries(self) -> dict[str, float]:

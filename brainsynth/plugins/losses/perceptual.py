@@ -5,6 +5,10 @@ axis in turn is treated as a stack of slices: a random `slice_fraction` of the `
 slices along that axis is drawn (the same slices from reconstruction and target) and the mean
 distance over them is that view's value. The perceptual term is the sum of the three views.
 A 3D backbone (MedicalNet) sees whole volumes; a 2D backbone on 2D images sees whole images.
+
+In a training step the slices are drawn over the global batch with a generator every rank shares
+(`brainsynth.core.global_batch`), so N processes of batch B score the slices one process of batch
+N x B would; outside one (a loss used on its own) they are drawn from torch's global RNG.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brainsynth.core import global_batch
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.tokenizer import LossOutput, ReconstructionLoss
 
@@ -71,12 +76,34 @@ class PerceptualTerm(nn.Module):
             return [self.backbone(x, y).mean()]
         if self.backbone.spatial_dims == 3:
             raise RecipeError(f"perceptual loss: the 3D backbone ({self.label}) cannot score {spatial}D images.")
+        step = global_batch.current()
+        if step is not None:
+            return self._global_views(x, y, step)
         views = []
         for axis in range(spatial):
             count = x.shape[0] * x.shape[2 + axis]
             keep = max(1, round(self.slice_fraction * count))
             indices = torch.randperm(count, device=x.device)[:keep]
             views.append(self.backbone(random_slices(x, axis, indices), random_slices(y, axis, indices)).mean())
+        return views
+
+    def _global_views(self, x: torch.Tensor, y: torch.Tensor, step: global_batch.Step) -> list[torch.Tensor]:
+        """In a training step: the slices are drawn over the global batch with the step's shared
+        generator, and each rank scores those of its own volumes. A view's value on a rank is
+        ``world_size * (sum of its distances) / slices drawn``, so DDP's average over ranks (of
+        gradients, as of values) is the mean over every drawn slice, as one process computes it."""
+        generator = step.generator("perceptual_slices")
+        views = []
+        for axis in range(x.dim() - 2):
+            layout = step.layout(x.shape[0], x.shape[2 + axis], x.device)
+            keep = max(1, round(self.slice_fraction * layout.total))
+            _, local = layout.mine(torch.randperm(layout.total, generator=generator)[:keep])
+            if len(local) == 0:
+                views.append(x.new_zeros(()))
+                continue
+            local = local.to(x.device)
+            distances = self.backbone(random_slices(x, axis, local), random_slices(y, axis, local))
+            views.append(distances.reshape(len(local), -1).mean(dim=1).sum() * (step.world_size / keep))
         return views
 
 
