@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
-from .files import temporary_path
+from .files import named, temporary_path
 
 FORMAT = "brainsynth-checkpoint"
 VERSION = 1
@@ -114,17 +114,44 @@ def save_checkpoint(
     tmp_name = temporary_path(path)
     try:
         with open(tmp_name, "wb") as handle:
-            torch.save(payload, handle)
+            writer = _WriteErrors(handle)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
             handle.flush()
             os.fsync(handle.fileno())
         if previous is not None and path.is_file():
             keep_as(path, Path(previous))
         os.replace(tmp_name, path)
+    except OSError as exc:
+        tmp_name.unlink(missing_ok=True)
+        raise named(exc, path) from exc
     except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        tmp_name.unlink(missing_ok=True)
         raise
     return path
+
+
+class _WriteErrors:
+    """A file handle that keeps the OSError of a failed write (a full disk): torch's writer reports
+    it as a RuntimeError about file positions, which would hide the cause from the user."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def keep_as(path: Path, previous: Path) -> None:

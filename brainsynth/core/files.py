@@ -97,10 +97,18 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
         with open(tmp, "wb") as handle:
             handle.write(data)
         tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise named(exc, path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def named(exc: OSError, path: str | os.PathLike) -> OSError:
+    """The OSError of a write (a full disk) naming the file it was writing, so that its one line does."""
+    return OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(path))
 
 
 def write_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
