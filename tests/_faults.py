@@ -170,7 +170,7 @@ class _Limited(io.RawIOBase):
         size = len(memoryview(data).cast("B"))
         if self._disk.left < size:
             self._disk.hits.append(self._name)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._name)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write(2) reports it: no file name
         self._disk.left -= size
         return self._handle.write(data)
 
@@ -240,7 +240,7 @@ class _LimitedText(_Limited):
         size = len(str(data).encode())
         if self._disk.left < size:
             self._disk.hits.append(self._name)
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._name)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as write(2) reports it: no file name
         self._disk.left -= size
         return self._handle.write(data)
 

@@ -8,14 +8,17 @@ test_resume_tokenizer.py and test_distributed_transformer.py (and, at random mom
 
 from __future__ import annotations
 
+import errno
 import shutil
 
 import pytest
-from _faults import COHORT, PRIOR, TOKENIZER, corrupt, enospc_after, files_written, finished, kill_when, losses, start
+import torch
+from _faults import (COHORT, PRIOR, TOKENIZER, corrupt, enospc_after, files_written, finished, full_disk, kill_when,
+                     losses, start)
 from _toy_plugin import recipe_text
 from conftest import one_line_error
 
-from brainsynth.core.checkpoint import read_checkpoint
+from brainsynth.core.checkpoint import read_checkpoint, save_checkpoint
 
 NO_SPACE = "No space left on device"
 
@@ -76,12 +79,28 @@ def test_a_full_disk_during_a_checkpoint_write_keeps_the_last_one_and_resumes_bi
     args = ("run", str(recipe), "--set", "experiment.name=full", "--set", "train.checkpoint_every=1")
     with enospc_after(runs / "full", budget=size * 3 // 2, pattern=".last.pt.tmp-*") as disk:  # the 2nd save fails
         result = run_cli(*args)
-    assert disk.hits and NO_SPACE in refusal(result)
+    line = refusal(result)
+    assert disk.hits and NO_SPACE in line and "last.pt" in line
     checkpoints = runs / "full" / "checkpoints"
     assert read_checkpoint(checkpoints / "last.pt")["step"] == 1
     assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt"]  # no temporary left behind
     assert run_cli(*args, "--resume").code == 0
     assert checkpoints_of(runs / "full") == checkpoints_of(through)
+
+
+def test_a_really_full_disk_during_a_checkpoint_write_is_reported_as_such(tmp_path):
+    """On a full tmpfs torch's writer turns ENOSPC into a RuntimeError about file positions; the
+    save must report the OSError (one line: 'No space left on device') and leave the old file."""
+    with full_disk(tmp_path / "disk", 64 << 10) as resize:
+        if resize is None:
+            pytest.skip("no tmpfs can be mounted here (the in-process ENOSPC cases above still run)")
+        path = tmp_path / "disk" / "last.pt"
+        save_checkpoint(path, task="toy", recipe="", modules={"m": torch.nn.Linear(8, 8)})
+        written = path.read_bytes()
+        with pytest.raises(OSError) as error:
+            save_checkpoint(path, task="toy", recipe="", modules={"m": torch.nn.Linear(200, 200)})
+        assert error.value.errno == errno.ENOSPC
+        assert path.read_bytes() == written and sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
 
 
 # -- extract, sample, likelihood ----------------------------------------------------------------------
@@ -142,7 +161,8 @@ def test_a_full_disk_during_a_mode_keeps_finished_files_and_a_rerun_ends_bit_ide
     run_dir, args = copy_before(chain, mode, tmp_path)
     with enospc_after(tmp_path, budget=0, pattern=failing) as disk:
         result = run_cli(*args)
-    assert disk.hits and NO_SPACE in refusal(result)
+    line = refusal(result)
+    assert disk.hits and NO_SPACE in line and failing.strip(".*").split(".tmp")[0] in line  # names the file
     kept = finished(run_dir)
     if "sub-" in failing or "sample_" in failing:
         assert any(name.startswith(MODES[mode][1]) for name in kept), "nothing was finished before the disk filled"
