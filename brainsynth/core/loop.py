@@ -11,8 +11,9 @@ the step on one batch. The loop owns the rest:
   optimizer (sharded over ranks with ``zero: true``), a per-iteration schedule and a GradScaler
   (active under fp16 only);
 * **checkpoints**: ``last.pt`` every ``checkpoint_every`` iterations and at the end of every
-  epoch (the one it replaces kept as ``previous.pt``), ``best.pt`` when the tracked metric improves. Before a save, ZeRO state is consolidated
-  on rank 0, the replicas are checked bit-identical, and the RNG states of every rank are gathered;
+  epoch (the one it replaces kept as ``previous.pt``), ``best.pt`` when the tracked metric
+  improves. Before a save, ZeRO state is consolidated on rank 0, the replicas are checked
+  bit-identical, and the RNG states of every rank are gathered;
 * **resume**: modules, buffers, optimizers, schedules, scalers, the RNG states of python, numpy
   and torch on every rank, and the position inside the epoch come back, so on CPU a resumed run
   ends bit-identical to an uninterrupted one. When ``last.pt`` cannot be read, the run resumes
