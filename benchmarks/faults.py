@@ -289,6 +289,7 @@ def main() -> int:
     try:
         bench.prepare()
         print(f"references ready in {time.monotonic() - began:.0f} s", flush=True)
+        print(f"    {'case':<26} {'np':<3} {'moment':<42} {'ending':<9} {'lost':<6} {'time':>6}  note", flush=True)
         fixed = [(f"kill {key} {processes}p", bench.kill, (key, processes)) for key in MODES for processes in (1, 2)]
         checkpoint = (work / "ref" / "tok" / "checkpoints" / "last.pt").stat().st_size
         fixed += [(f"full disk {key}", bench.full_disk, (key, slack)) for key, slack in (
