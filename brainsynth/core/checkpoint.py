@@ -5,6 +5,10 @@ optimizers, schedulers, grad scalers, the RNG states of python/numpy/torch, epoc
 the resolved recipe text. It is written to a temporary file in the same folder and renamed, so
 an interrupted write never damages the previous checkpoint, and read back with
 ``torch.load(weights_only=True)``, so loading never runs pickled code.
+
+A save may keep the file it replaces as ``previous`` (training keeps ``previous.pt`` beside
+``last.pt``): a last checkpoint damaged after it was written (a disk error, a bad copy) then
+leaves the one before it to resume from.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import pickle
 import random
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +26,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
-from .files import temporary_path
+from .files import named, temporary_path
 
 FORMAT = "brainsynth-checkpoint"
 VERSION = 1
@@ -79,11 +84,14 @@ def save_checkpoint(
     step: int = 0,
     extra: Mapping[str, Any] | None = None,
     rng: Sequence[Mapping[str, Any]] | None = None,
+    previous: str | Path | None = None,
 ) -> Path:
     """Write the full state atomically; the previous file at `path` survives any interruption.
 
     `rng` holds the RNG states of every rank in rank order (default: this process's alone), so
-    that each rank of a resumed distributed run continues its own random stream.
+    that each rank of a resumed distributed run continues its own random stream. With
+    `previous`, the file at `path` becomes `previous` once the new state is fully written, so at
+    every moment `path` holds a whole checkpoint and `previous` the one before it.
     """
     rng = list(rng) if rng is not None else [rng_state()]
     path = Path(path)
@@ -106,15 +114,58 @@ def save_checkpoint(
     tmp_name = temporary_path(path)
     try:
         with open(tmp_name, "wb") as handle:
-            torch.save(payload, handle)
+            writer = _WriteErrors(handle)
+            try:
+                torch.save(payload, writer)
+            except RuntimeError:
+                if writer.error is None:
+                    raise
+                raise writer.error from None
             handle.flush()
             os.fsync(handle.fileno())
+        if previous is not None and path.is_file():
+            keep_as(path, Path(previous))
         os.replace(tmp_name, path)
+    except OSError as exc:
+        tmp_name.unlink(missing_ok=True)
+        raise named(exc, path) from exc
     except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+        tmp_name.unlink(missing_ok=True)
         raise
     return path
+
+
+class _WriteErrors:
+    """A file handle that keeps the OSError of a failed write (a full disk): torch's writer reports
+    it as a RuntimeError about file positions, which would hide the cause from the user."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def keep_as(path: Path, previous: Path) -> None:
+    """Make `previous` a second name of the file at `path` (a copy where hard links are refused), atomically."""
+    tmp = temporary_path(previous)
+    try:
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, previous)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -178,14 +229,16 @@ def load_checkpoint(
     scalers: Mapping[str, Any] | None = None,
     restore_rng: bool = True,
     rank: int = 0,
+    payload: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Restore the full state into live objects; returns the payload (epoch, step, extra, recipe).
 
     A checkpoint of another task or with other module shapes is refused with the first
     mismatching key named, before anything is modified. `rank` picks which rank's RNG states to
     restore; a rank the checkpoint has none for (the job grew) keeps its own seeded state.
+    `payload` is the file's content when the caller has already read it (`read_checkpoint`).
     """
-    payload = read_checkpoint(path)
+    payload = dict(payload) if payload is not None else read_checkpoint(path)
     if payload["task"] != task:
         raise CheckpointError(
             f"{path}: checkpoint of a '{payload['task']}' run, but this recipe's task is '{task}'."

@@ -14,24 +14,27 @@ the step on one batch. The loop owns the rest:
   at random from the batch draw over the global one with a generator shared by every rank: N
   processes of batch B train as one process of batch N x B;
 * **checkpoints**: ``last.pt`` every ``checkpoint_every`` iterations and at the end of every
-  epoch, ``best.pt`` when the tracked metric improves. Before a save, ZeRO state is consolidated
-  on rank 0, the replicas are checked bit-identical, and the RNG states of every rank are gathered;
+  epoch (the one it replaces kept as ``previous.pt``), ``best.pt`` when the tracked metric
+  improves. Before a save, ZeRO state is consolidated on rank 0, the replicas are checked
+  bit-identical, and the RNG states of every rank are gathered;
 * **resume**: modules, buffers, optimizers, schedules, scalers, the RNG states of python, numpy
   and torch on every rank, and the position inside the epoch come back, so on CPU a resumed run
-  ends bit-identical to an uninterrupted one.
+  ends bit-identical to an uninterrupted one. When ``last.pt`` cannot be read, the run resumes
+  from ``previous.pt`` and says so in one line (it re-trains the steps between them, identically).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from . import batch_norm, distributed, global_batch
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint
-from .errors import RunError
+from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkpoint
+from .errors import CheckpointError, RunError
 from .files import remove_leftovers
 from .schema import NonNegativeInt, PositiveInt
 from .training import BestTracker, autocast, build_optimizer, build_scheduler, grad_scaler
@@ -196,6 +199,9 @@ class TrainingLoop:
         self.epoch = 0
         self.iteration = 0
         self.step = 0
+        self.last_unreadable = False
+        """Resumed from ``previous.pt`` because ``last.pt`` could not be read: the next save must
+        not keep that ``last.pt`` as ``previous.pt``."""
 
     # -- building -------------------------------------------------------------------------------
     def add(self, name: str, module: torch.nn.Module, optimizer: Mapping[str, Any], *, broadcast_buffers: bool = True) -> Trained:
@@ -349,7 +355,9 @@ class TrainingLoop:
             schedulers={n: t.scheduler for n, t in self.trained.items()},
             scalers={n: t.scaler for n, t in self.trained.items()},
             epoch=self.epoch, step=self.step, extra=self._extra(tracker, metrics, replicas), rng=rng,
+            previous=None if self.last_unreadable else run.checkpoints / "previous.pt",
         )
+        self.last_unreadable = False
 
     def _save_best(self, tracker: BestTracker | None, metrics: Mapping[str, Any], names: Sequence[str] | None) -> None:
         if self.run.dist.is_main:
@@ -358,20 +366,45 @@ class TrainingLoop:
                 modules=self._modules(names), epoch=self.epoch, step=self.step, extra=self._extra(tracker, metrics),
             )
 
-    def _resume(self, tracker: BestTracker | None) -> dict[str, Any]:
-        """Restore ``last.pt`` when resuming; returns the metrics it was saved with."""
+    def _newest_readable(self) -> tuple[Path, dict[str, Any]] | None:
+        """``last.pt`` and its content, or ``previous.pt`` when ``last.pt`` is missing or unreadable.
+
+        Refuses (the error of ``last.pt``) when neither can be read; None when there is neither.
+        """
         run = self.run
-        last = run.checkpoints / "last.pt"
+        last, previous = run.checkpoints / "last.pt", run.checkpoints / "previous.pt"
+        if not last.is_file() and not previous.is_file():
+            return None
+        try:
+            return last, read_checkpoint(last)
+        except CheckpointError as error:
+            if not previous.is_file():
+                raise
+            try:
+                payload = read_checkpoint(previous)
+            except CheckpointError:
+                raise error from None
+            reason = "is missing" if not last.is_file() else "cannot be read"
+            run.say(f"warning: {last} {reason}; resuming from {previous}, the checkpoint written before it "
+                    f"(step {int(payload['step'])}); the steps after it are trained again.")
+            self.last_unreadable = last.is_file()
+            return previous, payload
+
+    def _resume(self, tracker: BestTracker | None) -> dict[str, Any]:
+        """Restore ``last.pt`` (or ``previous.pt``) when resuming; returns the metrics it was saved with."""
+        run = self.run
         if run.dist.is_main:  # an interrupted write leaves its temporary file behind
             remove_leftovers(run.checkpoints)
-        if not (run.resume and last.is_file()):
+        found = self._newest_readable() if run.resume else None
+        if found is None:
             return {}
+        last, payload = found
         state = load_checkpoint(
             last, task=run.recipe.task, modules=self._modules(),
             optimizers={n: t.optimizer for n, t in self.trained.items()},
             schedulers={n: t.scheduler for n, t in self.trained.items()},
             scalers={n: t.scaler for n, t in self.trained.items()},
-            rank=run.dist.rank,
+            rank=run.dist.rank, payload=payload,
         )
         extra = state["extra"]
         self.epoch, self.step = int(state["epoch"]), int(state["step"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from brainsynth.core.runner import Run
-from brainsynth.core.files import temporary_path
+from brainsynth.core.files import write_bytes_atomic, write_npy_atomic
 from brainsynth.core.schema import PositiveInt
 
 from .prior_parts import PriorParts, image_space
@@ -65,10 +66,7 @@ def write_likelihood_maps(run: Run, parts: PriorParts, config: dict[str, Any]) -
                 maps = token_log_likelihood(parts, batch, run.device).cpu()
                 for position, subject in enumerate(batch["subject"]):
                     grid_map = maps[position]
-                    tmp = temporary_path(folder / "grid" / f"{subject}.npy")
-                    with open(tmp, "wb") as handle:
-                        np.save(handle, grid_map.numpy().astype(np.float32))
-                    tmp.replace(folder / "grid" / f"{subject}.npy")
+                    write_npy_atomic(folder / "grid" / f"{subject}.npy", grid_map.numpy().astype(np.float32))
                     image = batch["image"][position] if "image" in batch else None
                     shape, affine = image_space(parts, split, subject, image)
                     mode = config["upsample"]
@@ -84,12 +82,11 @@ def write_likelihood_maps(run: Run, parts: PriorParts, config: dict[str, Any]) -
             torch.distributed.all_gather_object(gathered, rows)
             rows = sorted((r for part in gathered for r in part), key=lambda r: r["subject"])
         if run.dist.is_main and rows:
-            tmp = temporary_path(out_root / f"{split}.csv")
-            with open(tmp, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
-            tmp.replace(out_root / f"{split}.csv")
+            table = io.StringIO(newline="")
+            writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+            write_bytes_atomic(out_root / f"{split}.csv", table.getvalue().encode())
         mean = sum(r["nll_per_token"] for r in rows) / max(len(rows), 1)
         summary[split] = {"subjects": len(rows), "nll_per_token": mean}
         run.say(f"likelihood {split}: {len(rows)} maps in {folder}, mean NLL {mean:.4f} nats/token")

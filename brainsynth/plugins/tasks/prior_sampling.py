@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from brainsynth.core.errors import RecipeError, RunError
-from brainsynth.core.files import temporary_path
+from brainsynth.core.files import write_bytes_atomic, write_npy_atomic
 from brainsynth.core.runner import Run
 from brainsynth.core.sampling import check_guidance, sample
 from brainsynth.core.schema import NonNegativeFloat, PositiveFloat, PositiveInt, Range
@@ -141,9 +141,6 @@ def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
     if folder.exists() and any(folder.iterdir()):
         raise RunError(f"{folder} exists and is not a samples folder; set sample.output to a new folder.")
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(manifest)
-    tmp.write_text(text)
-    tmp.replace(manifest)
     columns = list(dict.fromkeys(c for row in record["conditions"] for c in row))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -153,7 +150,9 @@ def _claim_folder(folder: Path, record: dict[str, Any]) -> None:
     for index, row in enumerate(record["conditions"]):
         given = [";".join(c for c in variables if c in row) or "none"] if variables else []
         writer.writerow([index, f"{sample_name(index)}.nii.gz", *(row.get(c, "") for c in columns), *given])
-    (folder / "samples.csv").write_text(buffer.getvalue())
+    # samples.json last: once it is there, a re-run takes the folder as claimed and writes neither again
+    write_bytes_atomic(folder / "samples.csv", buffer.getvalue().encode())
+    write_bytes_atomic(manifest, text.encode())
 
 
 GIVEN_COLUMN = "given_variables"
@@ -219,10 +218,7 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
                 volumes = tokenizer.network.decode_tokens(grids).float()
             for position, index in enumerate(indices):
                 name = sample_name(index)
-                tmp = temporary_path(folder / "tokens" / f"{name}.npy")
-                with open(tmp, "wb") as handle:
-                    np.save(handle, grids[position].cpu().numpy().astype(np.uint16))
-                tmp.replace(folder / "tokens" / f"{name}.npy")
+                write_npy_atomic(folder / "tokens" / f"{name}.npy", grids[position].cpu().numpy().astype(np.uint16))
                 if config["png"]:
                     write_png(folder / "png" / f"{name}.png", mid_slices(volumes[position]))
                 write_nifti(folder / f"{name}.nii.gz", volumes[position], affine)  # last: it marks the sample done

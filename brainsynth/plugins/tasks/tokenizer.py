@@ -15,7 +15,7 @@ import torch
 
 from brainsynth.core.checkpoint import load_checkpoint
 from brainsynth.core.errors import DataError, RecipeError, RunError
-from brainsynth.core.files import is_data_file, temporary_path, write_nifti_atomic
+from brainsynth.core.files import is_data_file, write_bytes_atomic, write_nifti_atomic, write_npy_atomic
 from brainsynth.core.runner import Run
 from brainsynth.core.schema import NonNegativeFloat, NonNegativeInt, PositiveInt
 from brainsynth.core.task import Section, Task
@@ -316,10 +316,7 @@ class TokenizerTask(Task):
                     grid = list(tokens.shape)
                     affine = _affine(item["image"], 0)
                     affines[item["subject"]] = affine.tolist()
-                    tmp = temporary_path(folder / f"{item['subject']}.npy")
-                    with open(tmp, "wb") as handle:
-                        np.save(handle, tokens)
-                    tmp.replace(folder / f"{item['subject']}.npy")
+                    write_npy_atomic(folder / f"{item['subject']}.npy", tokens)
                     if outputs["reconstructions"]:
                         recon_folder.mkdir(parents=True, exist_ok=True)
                         recon = network.decode_tokens(torch.from_numpy(tokens.astype(np.int64))[None].to(run.device))
@@ -335,7 +332,7 @@ class TokenizerTask(Task):
                         "space": state["extra"].get("space"), "affines": affines,
                         "tokenizer_run": str(run.directory.resolve()),
                         "conditioning_table": str(Path(table).resolve()) if table is not None else None}
-                (folder / META_FILE).write_text(json.dumps(meta))
+                write_bytes_atomic(folder / META_FILE, json.dumps(meta).encode())
                 stale = listed_grids(folder)[1]
                 if stale:
                     run.say(f"warning: extract {split}: {stale_note(folder, stale, len(affines))}")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 
-from brainsynth.core.files import temporary_path, write_nifti_atomic
+from brainsynth.core.files import write_bytes_atomic, write_nifti_atomic
 
 
 def mid_slices(volume: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -43,6 +44,6 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
     factor = max(1, -(-PREVIEW_HEIGHT // max(image.shape[0], 1)))
     image = np.kron(image, np.ones((factor, factor), dtype=image.dtype)) if factor > 1 else image
-    tmp = temporary_path(path)
-    mpimg.imsave(tmp, np.clip(image, 0, 1), cmap="gray", vmin=0.0, vmax=1.0, format="png")
-    tmp.replace(path)
+    buffer = io.BytesIO()
+    mpimg.imsave(buffer, np.clip(image, 0, 1), cmap="gray", vmin=0.0, vmax=1.0, format="png")
+    write_bytes_atomic(path, buffer.getvalue())
