@@ -23,6 +23,10 @@ class Recorder:
         self.events.append(("metrics", step, split, sorted(metrics)))
 
     @hookimpl
+    def checkpoint_saved(self, path, epoch, step):
+        self.events.append(("checkpoint", path.name, epoch, step))
+
+    @hookimpl
     def run_finished(self, run, metrics, error):
         self.events.append(("finished", run.mode, sorted(metrics or {}), error))
 
@@ -39,6 +43,8 @@ def test_a_plugin_hears_a_run_start_log_and_finish(toy, extra_plugin, run_cli, t
     assert ("metrics", 1, "train", ["ce", "lr"]) in recorder.events and ("metrics", 3, "val", ["ce"]) in recorder.events
     finished = recorder.events[-1]
     assert finished[1] == "train" and finished[2] and finished[3] is None
+    saved = [e for e in recorder.events if e[0] == "checkpoint"]
+    assert {e[1] for e in saved} == {"last.pt", "best.pt"} and all(e[2:] == (1, 3) for e in saved)
 
 
 def test_a_failing_run_is_reported_finished_with_its_error(toy, extra_plugin, run_cli, tmp_path, token_grids):

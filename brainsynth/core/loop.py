@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import batch_norm, distributed, global_batch
+from . import batch_norm, distributed, global_batch, plugins
 from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkpoint
 from .errors import CheckpointError, RunError
 from .files import remove_leftovers
@@ -358,6 +358,7 @@ class TrainingLoop:
             previous=None if self.last_unreadable else run.checkpoints / "previous.pt",
         )
         self.last_unreadable = False
+        plugins.notify("checkpoint_saved", run=run, path=run.checkpoints / "last.pt", epoch=self.epoch, step=self.step)
 
     def _save_best(self, tracker: BestTracker | None, metrics: Mapping[str, Any], names: Sequence[str] | None) -> None:
         if self.run.dist.is_main:
@@ -365,6 +366,8 @@ class TrainingLoop:
                 self.run.checkpoints / "best.pt", task=self.run.recipe.task, recipe=self.run.recipe.text(),
                 modules=self._modules(names), epoch=self.epoch, step=self.step, extra=self._extra(tracker, metrics),
             )
+            plugins.notify("checkpoint_saved", run=self.run, path=self.run.checkpoints / "best.pt",
+                           epoch=self.epoch, step=self.step)
 
     def _newest_readable(self) -> tuple[Path, dict[str, Any]] | None:
         """``last.pt`` and its content, or ``previous.pt`` when ``last.pt`` is missing or unreadable.
