@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from brainsynth.core.errors import DataError
-from brainsynth.core.prior import null_values, teacher_forcing_inputs
 from brainsynth.core.recipe import Recipe
 from brainsynth.core.registry import Registry
 from brainsynth.core.sampling import check_guidance, sample
 
+from .prior_likelihood import token_log_likelihood
 from .prior_parts import PriorParts
 from .tokenizer_run import TrainedTokenizer, load_tokenizer
 
@@ -156,14 +156,10 @@ class LoadedPrior:
         volume in the tokenizer's space or its token grid (integer array)."""
         given = volume_or_tokens
         grid = torch.as_tensor(given).long().to(self.device) if _is_token_grid(given) else self.tokenizer.encode(given)
-        target = self.parts.ordering.sequence(grid[None])
-        inputs = teacher_forcing_inputs(target, self.parts.num_embeddings)
-        values = self._values([dict(conditions or {})])
-        if values is None and self.parts.conditioned and getattr(self.parts.conditioning, "has_nulls", False):
-            values = null_values(self.parts.conditioning.columns, 1, self.device)
-        logits = self.network(inputs, values).float()
-        log_probs = torch.log_softmax(logits, -1).gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        return self.parts.ordering.revert(log_probs)[0]
+        codes = None
+        if self.parts.conditioned:  # nothing given: NaN codes, the null vectors of a prior trained with dropout
+            codes = self.parts.table.encode_many([dict(conditions or {})], partial=getattr(self.parts.conditioning, "has_nulls", False))
+        return token_log_likelihood(self.parts, {"tokens": grid[None], "conditioning": codes}, self.device)[0]
 
 
 def load_trained_tokenizer(directory: Path, recipe: Recipe, registry: Registry, checkpoint: str, device: torch.device) -> LoadedTokenizer:

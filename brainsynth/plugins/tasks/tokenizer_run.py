@@ -64,7 +64,7 @@ def load_tokenizer(directory: str | Path, checkpoint: str, registry: Registry, d
     except RecipeError as exc:
         raise RunError(f"{path}: the tokenizer's saved recipe no longer validates: {exc}") from None
     network = registry.build("tokenizer", recipe["network"]).to(device)
-    loaded = load_checkpoint(path, task="tokenizer", modules={"network": network}, restore_rng=False)
+    loaded = load_checkpoint(path, task="tokenizer", modules={"network": network}, restore_rng=False, payload=state)
     network.eval().requires_grad_(False)
     space: dict[str, Any] = loaded["extra"].get("space") or {}
     return TrainedTokenizer(network, directory, space.get("affine"), space.get("spatial_shape"), recipe)

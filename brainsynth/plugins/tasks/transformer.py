@@ -148,7 +148,7 @@ class TransformerTask(Task):
         if saved.get("task") != run.recipe.task:
             raise RunError(f"{path}: a '{saved.get('task')}' checkpoint, not a transformer's.")
         parts = build_prior_parts(run, saved=saved["extra"])
-        load_checkpoint(path, task=run.recipe.task, modules={"network": parts.network}, restore_rng=False)
+        load_checkpoint(path, task=run.recipe.task, modules={"network": parts.network}, restore_rng=False, payload=saved)
         parts.network.eval()
         return parts
 
