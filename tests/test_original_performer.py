@@ -130,7 +130,8 @@ def test_logits_equal_the_originals(name, loaded, io):
     with torch.inference_mode():
         logits = loaded[name](case["inputs"], values_of(name, case))
     assert logits.shape == case["logits"].shape
-    assert torch.equal(logits, case["logits"]), float((logits - case["logits"]).abs().max())
+    # 1e-5, not bit-equality: another CPU's kernels round differently from the goldens' machine.
+    torch.testing.assert_close(logits, case["logits"], rtol=0, atol=1e-5)
 
 
 def causal_consistent(name: str) -> bool:

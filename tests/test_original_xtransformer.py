@@ -5,7 +5,9 @@ run on the original code with its own libraries: checkpoints with random values 
 parameter (gains, biases, gate biases, the spatial bias table), the original's eval-mode logits
 for teacher-forced inputs, and its greedy samples. Each configuration is rebuilt here from its
 recipe-style options, the checkpoint is loaded with `load_original_state_dict`, and the logits
-must be bit-equal (torch.equal) and the greedy samples identical.
+must equal the original's to 1e-5 and the greedy samples must be identical. Logits are not
+compared bit for bit: the goldens were made on one CPU, and another CPU's matmul kernels
+(AVX-512 on AMD against Intel's, measured: 2.9e-6 apart) round differently.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def test_logits_and_greedy_samples_equal_the_originals(name: str, golden_io: dic
     with torch.no_grad():
         logits = prior(io["inputs"], values)
     assert logits.shape == io["logits"].shape
-    assert torch.equal(logits, io["logits"]), f"max abs diff {float((logits - io['logits']).abs().max()):.3g}"
+    torch.testing.assert_close(logits, io["logits"], rtol=0, atol=1e-5)
     tokens = sample(prior, io["inputs"].shape[0], values, greedy=True)
     grid = build_ordering().revert(tokens)
     assert torch.equal(grid, io["greedy_grid"])
