@@ -246,3 +246,53 @@ def test_packaging_block_declares_the_entry_point_group():
 def test_the_readme_links_the_guide():
     readme = (GUIDE.parents[1] / "README.md").read_text()
     assert "(docs/plugins.md)" in readme
+
+
+@pytest.mark.slow  # end to end: five runs in this process
+def test_the_guide_s_components_train_sample_score_and_evaluate_through_the_built_in_tasks(
+    guide, extra_plugin, run_cli, tmp_path
+):
+    """What the guide promises: its components work in real recipes, next to the built-ins."""
+    for module in guide.modules:
+        if hasattr(module, "register_components") and module.__name__ != guide.modules[0].__name__:
+            extra_plugin(module, f"plugin-guide:{module.__name__}")
+    root = tmp_path / "runs"
+    table = tmp_path / "subjects.tsv"
+    table.write_text("subject\tage\tsex\n" + "".join(
+        f"{split}{i:02d}\t{50 + 7 * i + (3 if split == 'val' else 0)}\t{i % 2}\n" for split in ("train", "val") for i in range(4)))
+    tokenizer = tmp_path / "tok.yaml"
+    tokenizer.write_text(
+        "task: tokenizer\n"
+        f"experiment: {{name: tok, root: {root}}}\n"
+        "data: {name: noise_cubes, count: 4, size: 8}\n"
+        "network: {name: tiny_vqvae, channels: 4, num_embeddings: 16}\n"
+        "loss: {name: charbonnier}\n"
+        "discriminator: {name: tiny_patch}\n"
+        "adversarial_loss: {name: softplus}\n"
+        "adversarial: {weight: 0.1}\n"
+        "metrics: [{name: max_error}]\n"
+        "train: {epochs: 1, batch_size: 2, best_metric: max_error}\n"
+    )
+    prior = tmp_path / "prior.yaml"
+    prior.write_text(
+        f"task: {'prior' if PRIOR_KIND == 'prior' else 'transformer'}\n"
+        f"experiment: {{name: prior, root: {root}}}\n"
+        f"data: {{name: tokens, train: {root}/tok/tokens/train, val: {root}/tok/tokens/val}}\n"
+        "ordering: {name: column_major}\n"
+        f"conditioning: {{name: linear, table: {table}, variables: [{{column: age}}, {{column: sex, kind: categorical}}]}}\n"
+        "network: {name: running_mean, dim: 16}\n"
+        "optimizer: {lr: 0.01}\n"
+        "train: {epochs: 1, batch_size: 2}\n"
+        "sample: {split: val, batch_size: 2, png: false}\n"
+    )
+    for args in (["run", str(tokenizer)], ["run", str(tokenizer), "--mode", "extract"], ["run", str(prior)],
+                 ["run", str(prior), "--mode", "sample"], ["run", str(prior), "--mode", "likelihood"],
+                 ["run", str(prior), "--mode", "evaluate", "--set", "evaluation.metrics=[{name: mean_intensity_gap}]"]):
+        result = run_cli(*args)
+        assert result.code == 0, (args, result)
+        assert "warning: " not in result.err, result.err
+    run = root / "prior"
+    assert len(list((run / "samples").glob("sample_*.nii.gz"))) == 4
+    assert list((run / "likelihood").glob("*"))
+    assert "mean_intensity_gap" in (run / "metrics.evaluate.json").read_text()
+    assert "max_error" in (root / "tok" / "metrics.train.json").read_text()
