@@ -249,13 +249,15 @@ def _one_line_warnings() -> None:
 
 
 def plugin_failure(exc: BaseException) -> str | None:
-    """The line naming the plugin and component `exc` came from, when the plugins are loaded and one did."""
-    if not plugins.registry.cache_info().currsize:
-        return None  # nothing was built before the registry existed
-    from brainsynth.core.plugin_errors import blame
+    """The line naming the plugin (and component, or hook) `exc` came from, when one did. Only what
+    is loaded already is consulted: an error before the plugins were loaded came from none."""
+    from brainsynth.core.plugin_errors import blame, blame_hook
 
     try:
-        return blame(exc, plugins.registry())
+        line = blame(exc, plugins.registry()) if plugins.registry.cache_info().currsize else None
+        if line is None and plugins.plugin_manager.cache_info().currsize:
+            line = blame_hook(exc, plugins.plugin_manager())
+        return line
     except Exception:  # noqa: BLE001 - the error being reported matters more than naming its plugin
         return None
 

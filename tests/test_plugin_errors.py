@@ -125,3 +125,18 @@ def test_blame_finds_the_innermost_component_and_nothing_outside_components():
     assert blame(_raised(prior.forward, torch.zeros(1, 1, dtype=torch.long)), None) is None
     prior.fail_in = "data"
     assert blame(_raised(prior, torch.zeros(1, 1, dtype=torch.long)), registry) is None  # brainsynth's own
+
+
+class BrokenRegistration:
+    @staticmethod
+    @hookimpl
+    def register_components(registry):
+        settings = {}
+        registry.register("metric", "needs_settings", settings["metric_class"])
+
+
+def test_an_error_in_a_plugin_s_hook_names_the_plugin_and_the_hook(extra_plugin, run_cli):
+    extra_plugin(BrokenRegistration, "brainsynth-broken-hook:broken")
+    line = _one_plugin_line(run_cli("plugins"))
+    assert line.startswith("error: plugin brainsynth-broken-hook (broken), in its register_components hook: "
+                           "KeyError: 'metric_class' (raised in "), line

@@ -4,8 +4,10 @@ A component is built and run from many places (tasks, the loop, the sampler), so
 traced back instead of wrapping every call: the innermost frame of the traceback that belongs to
 a registered component names it. A frame belongs to a component when it is a method of an
 instance (or a class method) of a registered class, the body of a registered factory function,
-or, failing both, a function of the one module that registers a single component. Errors that
-are brainsynth's own (`BrainsynthError`) are already one line and are never blamed on a plugin.
+or, failing both, a function of the one module that registers a single component. An error in
+a plugin's hook itself (its ``register_components`` or ``register_commands``) names the plugin
+and the hook. Errors that are brainsynth's own (`BrainsynthError`) are already one line and are
+never blamed on a plugin.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import TYPE_CHECKING
 from .errors import BrainsynthError
 
 if TYPE_CHECKING:
+    import pluggy
+
     from .registry import Component, Registry
 
 
@@ -73,12 +77,34 @@ def blame(exc: BaseException, registry: Registry | None) -> str | None:
     component = component_of(exc, registry)
     if component is None:
         return None
+    return _line(f"plugin {component.provider}, {component.kind} '{component.name}'", exc)
+
+
+def blame_hook(exc: BaseException, pm: pluggy.PluginManager) -> str | None:
+    """One line naming the plugin whose hook implementation raised `exc` (innermost first), or None."""
+    from .plugins import provider_name
+
+    if not isinstance(exc, Exception) or isinstance(exc, BrainsynthError):
+        return None
+    hooks: dict[CodeType, tuple[str, str]] = {}
+    for name, caller in vars(pm.hook).items():
+        for impl in caller.get_hookimpls():
+            code = _code_of(impl.function)
+            if code is not None:
+                hooks.setdefault(code, (provider_name(pm, impl.plugin), name))
+    for tb in reversed(_frames(exc.__traceback__)):
+        if tb.tb_frame.f_code in hooks:
+            provider, hook = hooks[tb.tb_frame.f_code]
+            return _line(f"plugin {provider}, in its {hook} hook", exc)
+    return None
+
+
+def _line(who: str, exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     what = f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (raised in {frames[-1].filename}:{frames[-1].lineno}, in {frames[-1].name})" if frames else ""
     return (
-        f"plugin {component.provider}, {component.kind} '{component.name}': {what}{where}. This error is "
-        f"not one brainsynth checks for, probably a bug in that plugin; run again with --debug for the "
-        f"traceback and report it to the plugin's authors."
+        f"{who}: {what}{where}. This error is not one brainsynth checks for, probably a bug in that "
+        f"plugin; run again with --debug for the traceback and report it to the plugin's authors."
     )
