@@ -296,3 +296,20 @@ def test_the_guide_s_components_train_sample_score_and_evaluate_through_the_buil
     assert list((run / "likelihood").glob("*"))
     assert "mean_intensity_gap" in (run / "metrics.evaluate.json").read_text()
     assert "max_error" in (root / "tok" / "metrics.train.json").read_text()
+
+
+def test_the_kinds_table_lists_what_the_built_ins_are_passed():
+    """The guide's "the engine passes" column is the union of what built-in components of each kind get."""
+    text = GUIDE.read_text()
+    table = re.search(r"^\| kind .*?\n\n", text, flags=re.S | re.M).group(0).strip().splitlines()[2:]
+    listed = {}
+    for row in table:
+        kind, _, passes = (cell.strip() for cell in row.strip("|").split("|"))
+        kind = kind.strip("`")
+        listed[PRIOR_KIND if kind == "prior" else kind] = set(re.findall(r"`(\w+)`", passes.split(";")[0]))
+    assert set(listed) == set(KINDS)
+    built_in: dict[str, set] = {kind: set() for kind in KINDS}
+    for component in plugins.registry():
+        if component.provider.startswith("brainsynth "):
+            built_in[component.kind] |= set(component.injected)
+    assert listed == built_in
