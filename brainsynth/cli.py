@@ -1,7 +1,9 @@
 """The ``brainsynth`` command line. Plugins add commands through ``register_commands``.
 
 Errors end in one line (``--debug`` shows the traceback): a user's mistake exits 2, a run stopped
-by a signal exits 128 + its number. Under ``--nproc-per-node`` the launcher speaks for the job:
+by a signal exits 128 + its number, an error that is not brainsynth's own exits 1, naming the
+plugin and the component it came from when there is one. Warnings of brainsynth's own
+(`BrainsynthWarning`) are one ``warning:`` line each, from rank 0 only. Under ``--nproc-per-node`` the launcher speaks for the job:
 its workers stop quietly when they are told to, and the launcher says why in one line.
 """
 
@@ -10,13 +12,14 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 import click
 
 from brainsynth import __version__
 from brainsynth.core import plugins
-from brainsynth.core.errors import BrainsynthError
+from brainsynth.core.errors import BrainsynthError, BrainsynthWarning
 from brainsynth.core.registry import KINDS
 from brainsynth.core.signals import Stopped
 
@@ -195,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors print one message and exit 2; ``--debug`` shows tracebacks."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("BRAINSYNTH_DEBUG"))
+    _one_line_warnings()
     try:
         cli.main(args=args, prog_name="brainsynth", standalone_mode=False)
     except BrainsynthError as exc:
@@ -223,9 +227,39 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - a bug (ours, a plugin's, a library's) is one line too
         if debug:
             raise
-        click.echo(f"error: {unexpected(exc)}", err=True)
+        click.echo(f"error: {plugin_failure(exc) or unexpected(exc)}", err=True)
         sys.exit(1)
     sys.exit(0)
+
+
+_format_warning = warnings.formatwarning
+
+
+def _one_line_warnings() -> None:
+    """`BrainsynthWarning`s print as ``warning: ...`` (one line, not Python's two); only rank 0 says them."""
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if issubclass(category, BrainsynthWarning):
+            return f"warning: {message}\n"
+        return _format_warning(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+    if int(os.environ.get("RANK", "0")) != 0:
+        warnings.filterwarnings("ignore", category=BrainsynthWarning)
+
+
+def plugin_failure(exc: BaseException) -> str | None:
+    """The line naming the plugin (and component, or hook) `exc` came from, when one did. Only what
+    is loaded already is consulted: an error before the plugins were loaded came from none."""
+    from brainsynth.core.plugin_errors import blame, blame_hook
+
+    try:
+        line = blame(exc, plugins.registry()) if plugins.registry.cache_info().currsize else None
+        if line is None and plugins.plugin_manager.cache_info().currsize:
+            line = blame_hook(exc, plugins.plugin_manager())
+        return line
+    except Exception:  # noqa: BLE001 - the error being reported matters more than naming its plugin
+        return None
 
 
 def unexpected(exc: BaseException) -> str:

@@ -95,6 +95,7 @@ def test_a_conditioned_plugin_prior_trains_samples_scores_and_evaluates(plugin_e
                  ["run", str(prior), "--mode", "evaluate", "--set", "evaluation.metrics=[{name: mmd}]"]):
         result = brainsynth(plugin_env, *args)
         assert result.returncode == 0, (args, result.stderr[-2000:])
+        assert "cached decoder" not in result.stderr  # it declares its GRU decoder: no recomputation warning
     run = tmp_path / "runs" / "gru"
     assert len(list((run / "samples").glob("sample_*.nii.gz"))) == 4  # one per val subject of the tiny cohort
     assert list((run / "likelihood").glob("*"))
@@ -125,5 +126,6 @@ def test_the_plugin_prior_s_cached_decoder_gives_the_full_forward_s_logits():
         decoder = prior.decoder(2, values)
         steps = [decoder.start()] + [decoder.step(tokens[:, i]) for i in range(5)]
     torch.testing.assert_close(torch.stack(steps, 1), full, rtol=1e-5, atol=1e-6)
+    assert prior.has_cached_decoder  # declared, so sampling it does not warn
     assert not torch.allclose(full, prior(torch.cat([torch.full((2, 1), prior.bos_token), tokens], 1),
                                           {"age": torch.tensor([0.9, 0.2])}))  # the condition changes the logits

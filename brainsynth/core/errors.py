@@ -1,8 +1,9 @@
 """Errors a user can cause.
 
 Every error raised because of a recipe, a file, a subject or a checkpoint the user supplied is a
-`BrainsynthError`. The CLI prints its message alone and exits with code 2; anything else is a bug
-and keeps its traceback.
+`BrainsynthError`. The CLI prints its message alone and exits with code 2. Anything else is a
+bug: the CLI prints one line naming the plugin and the component it came from
+(`plugin_errors`), exits 1, and shows the traceback with ``--debug``.
 """
 
 from __future__ import annotations
@@ -32,3 +33,8 @@ class CheckpointError(BrainsynthError):
 
 class RunError(BrainsynthError):
     """A run directory cannot be created or resumed."""
+
+
+class BrainsynthWarning(UserWarning):
+    """Something works, but worse than it should (e.g. sampling without a cached decoder); the CLI
+    prints it as one ``warning:`` line."""

@@ -116,12 +116,18 @@ class Prior(nn.Module):
 
     Subclasses set `num_tokens` (vocabulary incl. BOS), `sequence_length` (L), `conditioning`
     (a `Conditioning` or None) and implement `forward`. `decoder` defaults to re-running
-    `forward` on the whole prefix for every token; priors with a key/value cache override it.
+    `forward` on the whole prefix for every token; a prior with an incremental decoder (a
+    key/value cache, a recurrent state) overrides it and declares `has_cached_decoder`.
     """
 
     num_tokens: int
     sequence_length: int
     conditioning: Conditioning | None
+    has_cached_decoder: bool = False
+    """True when `decoder` does one token's work per step. Declared, not guessed (x-transformers'
+    ``can_cache_kv``): without it sampling recomputes about (L + 1) / 2 times the positions a
+    cached decoder would, and `sampling.sample` says so once. May be set per instance when a
+    recipe option chooses the decoder."""
 
     @property
     def bos_token(self) -> int:

@@ -65,6 +65,8 @@ class OriginalXTransformerPrior(Prior):
     are set, as in the original). Head width is 64, as in the original.
     """
 
+    has_cached_decoder = True  # `OriginalXTransformerDecoder`: one token per step
+
     def __init__(
         self,
         dim: int = 256,

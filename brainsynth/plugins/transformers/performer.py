@@ -92,6 +92,7 @@ class PerformerPrior(Prior):
         if sampling_decoder not in ("recurrent", "recompute"):
             raise RecipeError(f"{owner}: sampling_decoder must be recurrent or recompute, got {sampling_decoder!r}.")
         self.sampling_decoder = sampling_decoder
+        self.has_cached_decoder = sampling_decoder == "recurrent"
         if not 0 <= local_attn_heads <= heads:
             raise RecipeError(f"{owner}: local_attn_heads must be in 0..heads ({heads}), got {local_attn_heads}.")
         if use_scalenorm and use_rezero:

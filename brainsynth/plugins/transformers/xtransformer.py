@@ -38,6 +38,8 @@ class XTransformerPrior(Prior):
     offset bias (`spatial_bias_max_distance` compresses far offsets, iRPE style).
     """
 
+    has_cached_decoder = True  # `CachedDecoder`: one token per step
+
     def __init__(
         self,
         dim: PositiveInt = 512,

@@ -6,8 +6,9 @@ the last id is BOS), `sequence_length` and `conditioning`, and maps tokens ``[B,
 with BOS to logits ``[B, n, num_tokens]``. The engine passes `num_tokens`, `max_seq_len`,
 `ordering` and `conditioning` (built from the recipe's ``conditioning`` block, or None). The
 subject variables arrive as vectors from ``self.condition(values)``; this prior starts its GRU
-from them. `decoder` is optional: without it, sampling re-reads the whole prefix for every token;
-a GRU keeps its state, so its decoder costs one step per token.
+from them. `decoder` is optional: without it, sampling re-reads the whole prefix for every token (and
+says so once); a GRU keeps its state, so its decoder costs one step per token, and the class
+declares ``has_cached_decoder = True``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from torch import nn
 
 class GRUPrior(Prior):
     """GRU over token embeddings, predicting the next token; conditioned through its initial state."""
+
+    has_cached_decoder = True  # `GRUDecoder`: one GRU step per token
 
     def __init__(
         self,
