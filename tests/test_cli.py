@@ -9,7 +9,7 @@ import sys
 import pytest
 from _toy_plugin import recipe_text
 
-from brainsynth.core.logging import read_metrics
+from brainsynth.core.run_log import read_metrics
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ from conftest import one_line_error, write_token_grids
 
 from brainsynth.core import locks
 from brainsynth.core.files import is_data_file, remove_leftovers
-from brainsynth.core.logging import read_metrics
+from brainsynth.core.run_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 

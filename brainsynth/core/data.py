@@ -36,7 +36,7 @@ from monai.transforms import Compose, apply_transform
 
 from .errors import DataError, RecipeError
 from .files import is_data_file
-from .logging import warn
+from .run_log import warn
 from .schema import did_you_mean
 from .transforms import (
     IMAGE_KEY,

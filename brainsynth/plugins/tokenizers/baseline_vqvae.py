@@ -23,7 +23,6 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from brainsynth.core.errors import DataError, RecipeError
-from brainsynth.core.plugins import registry
 from brainsynth.core.schema import Fraction, NonNegativeInt, PositiveInt, component_block
 from brainsynth.core.tokenizer import Codebook, Tokenizer
 
@@ -56,7 +55,8 @@ class BaselineVQVAE(Tokenizer):
         downsample_parameters: one (kernel, stride, padding, dilation) per level.
         upsample_parameters: one (kernel, stride, padding, output_padding, dilation) per level.
         embedding_dim: code size D (pre-/post-quantisation convolutions map to and from it).
-        codebook: the codebook block, e.g. ``{name: ema, num_embeddings: 2048, decay: 0.5}``.
+        codebook: the codebook block, e.g. ``{name: ema, num_embeddings: 2048, decay: 0.5}`` (the engine
+            builds it with the run's registry and passes the `Codebook`).
         dropout: dropout inside the residual layers.
         act: hidden activation.
         output_act: optional activation of the reconstruction (none in the paper).
@@ -259,13 +259,18 @@ def _is_stack(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) and all(isinstance(layer, SlimResidualLayer) for layer in module)
 
 
-def build_codebook(block: dict[str, Any] | None, embedding_dim: int) -> Codebook:
-    """Build the codebook a tokenizer's ``codebook:`` block names (default: ``ema``)."""
+def build_codebook(block: Codebook | dict[str, Any] | None, embedding_dim: int) -> Codebook:
+    """The codebook: as the engine built it from the ``codebook:`` block with the run's registry, or,
+    for a tokenizer constructed directly in Python, built here from a block (default ``ema``)."""
+    if isinstance(block, Codebook):
+        if block.embedding_dim != embedding_dim:
+            raise RecipeError(f"codebook: embedding_dim {block.embedding_dim} differs from the tokenizer's {embedding_dim}.")
+        return block
+    from brainsynth.core.plugins import registry
+
     block = dict(block or {})
-    name = block.pop("name", "ema")
-    component = registry().get("codebook", name)
-    params = component.schema.validate(block, path=("codebook",), owner=f"codebook '{name}'")
-    codebook = component.build(params, embedding_dim=embedding_dim)
+    block.setdefault("name", "ema")
+    codebook = registry().build_nested("codebook", block, "codebook", embedding_dim=embedding_dim)
     if not isinstance(codebook, Codebook):
-        raise RecipeError(f"codebook '{name}' ({component.provider}) does not build a brainsynth Codebook.")
+        raise RecipeError(f"codebook '{block['name']}' does not build a brainsynth Codebook.")
     return codebook
