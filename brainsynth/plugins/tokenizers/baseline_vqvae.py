@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from monai.networks.blocks import SubpixelUpsample
-from monai.networks.layers.factories import Conv
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -26,7 +24,7 @@ from brainsynth.core.errors import DataError, RecipeError
 from brainsynth.core.schema import Fraction, NonNegativeInt, PositiveInt, component_block
 from brainsynth.core.tokenizer import Codebook, Tokenizer
 
-from .blocks import ACTIVATIONS, OUTPUT_ACTIVATIONS, SlimResidualLayer, residual_stack
+from .blocks import ACTIVATIONS, CONV, CONV_TRANSPOSED, OUTPUT_ACTIVATIONS, SlimResidualLayer, residual_stack
 from .recompute import RecomputeScope
 
 DownParameters = tuple[int, int, int, int]
@@ -147,7 +145,7 @@ class BaselineVQVAE(Tokenizer):
 
     @staticmethod
     def _build_encoder(spatial_dims, in_channels, channels, num_res_layers, down, embedding_dim, dropout, act) -> nn.Sequential:
-        conv = Conv[Conv.CONV, spatial_dims]
+        conv = CONV[spatial_dims]
         half, last = channels // 2, len(down) - 1
         layers: list[nn.Module] = []
         for i, (kernel, stride, padding, dilation) in enumerate(down):
@@ -164,8 +162,8 @@ class BaselineVQVAE(Tokenizer):
     def _build_decoder(
         spatial_dims, out_channels, channels, num_res_layers, up, embedding_dim, dropout, act, output_act, subpixel
     ) -> nn.Sequential:
-        conv = Conv[Conv.CONV, spatial_dims]
-        transposed = Conv[Conv.CONVTRANS, spatial_dims]
+        conv = CONV[spatial_dims]
+        transposed = CONV_TRANSPOSED[spatial_dims]
         half, last = channels // 2, len(up) - 1
         layers: list[nn.Module] = [conv(embedding_dim, channels, kernel_size=3, padding=1)]
         for i, (kernel, stride, padding, output_padding, dilation) in enumerate(up):
@@ -173,6 +171,8 @@ class BaselineVQVAE(Tokenizer):
             target = out_channels if i == last else half
             layers.append(residual_stack(spatial_dims, width, num_res_layers, dropout, act))
             if i == last and subpixel:
+                from monai.networks.blocks import SubpixelUpsample
+
                 layers.append(SubpixelUpsample(spatial_dims, width, target, scale_factor=stride, apply_pad_pool=True, bias=True))
             else:
                 layers.append(
