@@ -110,7 +110,7 @@ class Component:
             raise RegistryError(
                 f"{self.provider} registers {self.kind} '{self.name}' whose "
                 f"{'class' if inspect.isclass(target) else 'factory'} lacks {'; '.join(missing)}. "
-                f"A {self.kind} must: {self.info.describe()}."
+                f"Every {self.kind} must: {self.info.describe()}."
             )
         self._factory = target
 
