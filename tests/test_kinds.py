@@ -128,8 +128,8 @@ def test_a_lazily_named_component_is_checked_when_first_used(tmp_path, monkeypat
     with pytest.raises(RegistryError, match=r"lazy-dist \(lazy\) registers ordering 'walkless' whose class lacks `walk`"):
         registry.get("ordering", "walkless").factory
     assert registry.check_all() == [
-        "lazy-dist (lazy) registers ordering 'walkless' whose class lacks `walk`. Every ordering must: "
-        "subclass brainsynth.core.ordering.Ordering; implement walk; engine supplies spatial_shape."
+        "lazy-dist (lazy) registers ordering 'walkless' whose class lacks `walk`. The ordering contract: be or build a "
+        "brainsynth.core.ordering.Ordering; implement walk; accept spatial_shape; engine supplies spatial_shape."
     ]
 
 
@@ -257,7 +257,7 @@ def test_plugins_kind_task_lists_sections_and_modes(run_cli):
     result = run_cli("plugins", "--kind", "task")
     assert result.code == 0, result
     out = result.out
-    assert "[task] subclass brainsynth.core.task.Task; implement run" in out
+    assert "[task] be or build a brainsynth.core.task.Task; implement run" in out
     assert "prior " in out and "(also: transformer)" in out
     assert "modes: train, sample, likelihood, evaluate" in out
     assert "network (prior block, required): the prior network" in out

@@ -85,13 +85,15 @@ class Kind:
         """The contract in words, for ``brainsynth plugins`` and messages."""
         parts = []
         if self.contract:
-            parts.append(f"subclass {self.contract.replace(':', '.')}")
+            parts.append(f"be or build a {self.contract.replace(':', '.')}")
         if self.members:
             parts.append(f"implement {', '.join(self.members)}")
+        if self.requires:
+            parts.append(f"accept {', '.join(self.requires)}")
         if self.supplies:
             parts.append(f"engine supplies {', '.join(self.supplies)}")
         if self.nested:
-            parts.append("builds " + ", ".join(f"{n.parameter} ({n.kind})" for n in self.nested))
+            parts.append("engine builds " + ", ".join(f"{n.parameter} ({n.kind})" for n in self.nested))
         return "; ".join(parts)
 
 

@@ -110,7 +110,7 @@ class Component:
             raise RegistryError(
                 f"{self.provider} registers {self.kind} '{self.name}' whose "
                 f"{'class' if inspect.isclass(target) else 'factory'} lacks {'; '.join(missing)}. "
-                f"Every {self.kind} must: {self.info.describe()}."
+                f"The {self.kind} contract: {self.info.describe()}."
             )
         self._factory = target
 
