@@ -17,7 +17,7 @@ import yaml
 from _toy_plugin import recipe_text
 
 from brainsynth.core import hookspecs, plugins
-from brainsynth.core.errors import RegistryError
+from brainsynth.core.errors import RecipeError, RegistryError
 from brainsynth.core.hookspecs import hookimpl
 from brainsynth.core.ordering import Ordering
 from brainsynth.core.prior import Conditioning, Prior
@@ -299,3 +299,23 @@ def test_validate_and_plugins_import_no_heavy_library(command):
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+OLD_OPTIMIZER = (
+    "optimizer: {name: adam, lr: 0.001, betas: [0.9, 0.999], momentum: 0.0, weight_decay: 0.0, grad_clip: null,"
+    " schedule: {name: constant, gamma: null, final_lr: null}}\n"
+)
+
+
+def test_a_recipe_saved_before_optimizers_were_components_still_loads(toy, tmp_path, token_grids):
+    from brainsynth.core.recipe import recipe_from_text
+    from brainsynth.core.records import differences
+
+    saved = recipe_text(token_grids, tmp_path / "runs").replace("optimizer: {lr: 0.05}\n", OLD_OPTIMIZER)
+    recipe = recipe_from_text(saved, plugins.registry(), "recipe.yaml")
+    assert recipe["optimizer"] == {"name": "adam", "lr": 0.001, "betas": (0.9, 0.999), "weight_decay": 0.0,
+                                   "grad_clip": None, "schedule": {"name": "constant"}}
+    recorded, resolved = (yaml.safe_load(text)["optimizer"] for text in (saved, recipe.text()))
+    assert differences({"optimizer": recorded}, {"optimizer": resolved}) == []  # --resume sees no change
+    with pytest.raises(RecipeError, match="optimizer.momentum: unknown key for optimizer 'adam'"):
+        recipe_from_text(saved.replace("momentum: 0.0", "momentum: 0.9"), plugins.registry(), "recipe.yaml")
