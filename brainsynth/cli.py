@@ -20,7 +20,7 @@ import click
 from brainsynth import __version__
 from brainsynth.core import plugins
 from brainsynth.core.errors import BrainsynthError, BrainsynthWarning
-from brainsynth.core.registry import KINDS
+from brainsynth.core.kinds import ALIASES, KINDS, canonical
 from brainsynth.core.signals import Stopped
 
 
@@ -177,21 +177,45 @@ def validate(recipe: str, mode: str | None, overrides: tuple[str, ...], show: bo
 
 
 @cli.command(name="plugins")
-@click.option("--kind", type=click.Choice(KINDS), default=None, help="Only components of this kind.")
+@click.option("--kind", type=click.Choice([*KINDS, *ALIASES]), default=None, help="Only components of this kind.")
 def list_plugins(kind: str | None) -> None:
-    """List installed components: kind, name, provider, parameters."""
+    """List installed components: kind (and its contract), name, provider, parameters; a task's sections and modes.
+
+    Every component is imported and checked against its kind's contract on the way, so a plugin
+    that does not meet it is named here.
+    """
     registry = plugins.registry()
+    kind = canonical(kind) if kind is not None else None
     current = None
     for component in registry:
         if kind is not None and component.kind != kind:
             continue
         if component.kind != current:
             current = component.kind
-            click.echo(f"\n[{current}]")
-        click.echo(f"  {component.name:<24} {component.description}  ({component.provider})")
+            click.echo(f"\n[{current}] {KINDS[current].describe()}")
+        aliases = f" (also: {', '.join(component.aliases)})" if component.aliases else ""
+        click.echo(f"  {component.name:<24} {component.description}{aliases}  ({component.provider})")
+        if component.kind == "task":
+            _task_details(component.factory)
         for param in component.schema.parameters.values():
             default = "required" if param.required else f"default {param.default!r}"
             click.echo(f"      {param.name}: {param.type_name} ({default})")
+
+
+def _task_details(task) -> None:
+    """A task's modes and the recipe sections it reads."""
+    click.echo(f"      modes: {', '.join(task.modes)}")
+    click.echo("      sections:")
+    for key, section in task.sections.items():
+        if section.kind is not None:
+            what = f"{section.kind} block{'s' if section.many else ''}"
+            if section.default:
+                what += f", default {section.default}"
+        else:
+            what = "settings"
+        need = ", required" if section.required else ""
+        doc = f": {section.doc}" if section.doc else ""
+        click.echo(f"        {key} ({what}{need}){doc}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from brainsynth.core.files import is_data_file
-from brainsynth.core.logging import read_metrics
+from brainsynth.core.run_log import read_metrics
 
 TOKENIZER = """\
 task: tokenizer

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from brainsynth.core.logging import read_metrics
+from brainsynth.core.run_log import read_metrics
 
 
 def run_and_kill(recipe: Path, run_dir: Path, kill_at: int, *args: str, timeout: float = 240) -> None:

@@ -6,26 +6,26 @@ import torch
 from torch import nn
 
 from brainsynth.core.hookspecs import hookimpl
+from brainsynth.core.ordering import Ordering, raster_walk
+from brainsynth.core.prior import Prior
 
 
-class FlatOrdering:
+class FlatOrdering(Ordering):
     """Row-major order (the simplest ordering)."""
 
     def __init__(self, spatial_shape: tuple[int, ...]) -> None:
-        self.spatial_shape = tuple(spatial_shape)
+        super().__init__(spatial_shape)
 
-    def sequence(self, grid: torch.Tensor) -> torch.Tensor:
-        return grid.flatten(1)
-
-    def revert(self, sequence: torch.Tensor) -> torch.Tensor:
-        return sequence.reshape(-1, *self.spatial_shape)
+    def walk(self, shape: tuple[int, ...]):
+        return raster_walk(shape)
 
 
-class BigramPrior(nn.Module):
-    """Predicts the next token from the current one."""
+class BigramPrior(Prior):
+    """Predicts the next token from the current one (conditioning, when given, is not used)."""
 
-    def __init__(self, num_tokens: int, max_seq_len: int, dim: int = 16) -> None:
+    def __init__(self, num_tokens: int, max_seq_len: int, dim: int = 16, conditioning=None) -> None:
         super().__init__()
+        self.num_tokens, self.sequence_length, self.conditioning = num_tokens, max_seq_len, conditioning
         self.embedding = nn.Embedding(num_tokens, dim)
         self.head = nn.Linear(dim, num_tokens)
 
@@ -37,8 +37,8 @@ class ToyPlugin:
     @staticmethod
     @hookimpl
     def register_components(registry):
-        registry.register("ordering", "flat", FlatOrdering, injected=("spatial_shape",))
-        registry.register("transformer", "bigram", BigramPrior, injected=("num_tokens", "max_seq_len"))
+        registry.register("ordering", "flat", FlatOrdering)
+        registry.register("prior", "bigram", BigramPrior)
 
 
 def recipe_text(tokens_dir, root, name="toy", epochs=2, extra="") -> str:

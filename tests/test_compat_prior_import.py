@@ -27,7 +27,7 @@ from brainsynth.core.distributed import DistributedContext
 from brainsynth.core.plugins import registry
 from brainsynth.core.recipe import load_recipe
 from brainsynth.core.runner import Run, run_directory
-from brainsynth.plugins.tasks.transformer import TransformerTask
+from brainsynth.plugins.tasks.transformer import PriorTask
 
 GOLDEN = Path(__file__).parent / "data" / "original_priors"
 COHORT_SHAPE = (50, 59, 48)
@@ -118,7 +118,7 @@ def imported_parts(recipe_path: Path, overrides: list[str]):
     """The prior exactly as --mode sample loads it from the run's best.pt."""
     recipe = load_recipe(recipe_path, registry(), overrides=overrides)
     run = Run(recipe=recipe, directory=run_directory(recipe), registry=registry(), dist=DistributedContext())
-    return TransformerTask()._trained_parts(run, "best")
+    return PriorTask()._trained_parts(run, "best")
 
 
 def as_rows(conditioning, variables: list[dict]) -> list[dict]:

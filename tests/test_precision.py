@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import torch
 
-from brainsynth.core import training
+from brainsynth.core import precision
 
 
 def test_bf16_on_a_cpu_without_native_bf16_is_named_as_slow(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    message = training.slow_precision("bf16", torch.device("cpu"))
+    message = precision.slow_precision("bf16", torch.device("cpu"))
     assert message is not None and "--set precision=fp32" in message
 
 
 def test_bf16_on_a_cpu_with_native_bf16_and_other_precisions_say_nothing(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    assert training.slow_precision("bf16", torch.device("cpu")) is None
+    assert precision.slow_precision("bf16", torch.device("cpu")) is None
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    assert training.slow_precision("fp32", torch.device("cpu")) is None
-    assert training.slow_precision("bf16", torch.device("cuda")) is None
+    assert precision.slow_precision("fp32", torch.device("cpu")) is None
+    assert precision.slow_precision("bf16", torch.device("cuda")) is None

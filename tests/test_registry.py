@@ -8,29 +8,36 @@ from typing import Literal
 import pluggy
 import pytest
 
-from brainsynth.core import hookspecs, plugins
+from brainsynth.core import hookspecs, plugins, tokenizer
 from brainsynth.core.errors import RecipeError, RegistryError
 from brainsynth.core.hookspecs import hookimpl
 from brainsynth.core.registry import KINDS, Registry
 from brainsynth.core.schema import Schema
 
 
-class Codebook:
+class Codebook(tokenizer.Codebook):
     """A codebook for tests."""
 
     def __init__(self, embedding_dim: int, size: int = 8, decay: float = 0.99, init: Literal["normal", "kaiming_uniform"] = "normal") -> None:
+        super().__init__()
         self.embedding_dim, self.size, self.decay, self.init = embedding_dim, size, decay, init
+
+    def quantize(self, z):
+        return z
+
+    codes = None
 
 
 def test_kinds_cover_the_contract():
-    for kind in ("tokenizer", "transformer", "discriminator", "codebook", "loss", "adversarial_loss",
-                 "ordering", "conditioning", "dataset", "metric", "set_metric"):
+    for kind in ("tokenizer", "prior", "discriminator", "codebook", "loss", "adversarial_loss",
+                 "ordering", "conditioning", "dataset", "metric", "set_metric", "optimizer", "lr_schedule"):
         assert kind in KINDS
 
 
 def test_component_schema_from_signature_excludes_injected():
     reg = Registry()
-    component = reg.register("codebook", "test_codebook", Codebook, injected=("embedding_dim",), provider="tests")
+    with pytest.warns(DeprecationWarning, match="injected"):  # kept for one release; inferred since
+        component = reg.register("codebook", "test_codebook", Codebook, injected=("embedding_dim",), provider="tests")
     assert list(component.schema.parameters) == ["size", "decay", "init"]
     assert component.schema.parameters["decay"].default == 0.99
     assert component.description == "A codebook for tests."
@@ -63,8 +70,8 @@ def test_schema_from_dataclass_and_coercion():
 
 def test_unknown_component_lists_available_names():
     reg = Registry()
-    reg.register("codebook", "ema", Codebook, injected=("embedding_dim",), provider="tests")
-    reg.register("codebook", "vanilla", Codebook, injected=("embedding_dim",), provider="tests")
+    reg.register("codebook", "ema", Codebook, provider="tests")
+    reg.register("codebook", "vanilla", Codebook, provider="tests")
     with pytest.raises(RegistryError, match=r"unknown codebook 'emma'\. Did you mean 'ema'\? Available: ema, vanilla\."):
         reg.get("codebook", "emma")
 
@@ -79,7 +86,7 @@ def _plugin(register_name: str):
         @staticmethod
         @hookimpl
         def register_components(registry):
-            registry.register("codebook", register_name, Codebook, injected=("embedding_dim",))
+            registry.register("codebook", register_name, Codebook)
 
     return Plugin
 
@@ -110,7 +117,7 @@ def test_load_plugins_switch_restricts_plugins(monkeypatch):
     plugins.reset()
     try:
         reg = plugins.registry()
-        assert reg.names("task") == ["pipeline", "tokenizer", "transformer"]
+        assert reg.names("task") == ["pipeline", "prior", "tokenizer"]
         assert reg.names("dataset") == []
     finally:
         monkeypatch.delenv(plugins.LOAD_PLUGINS_ENV)

@@ -27,7 +27,7 @@ from conftest import one_line_error, write_token_grids
 
 from brainsynth.core import locks
 from brainsynth.core.files import is_data_file, remove_leftovers
-from brainsynth.core.logging import read_metrics
+from brainsynth.core.run_log import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -305,11 +305,13 @@ def test_a_zero_job_really_leaves_its_process_group(tmp_path):
         import os
         import torch
         from brainsynth.core import distributed
-        from brainsynth.core.training import build_optimizer
+        from brainsynth.core import plugins
+        from brainsynth.core.optimization import build_optimizer
 
         ctx = distributed.setup("cpu")
         module = torch.nn.Linear(3, 3)
-        optimizer = build_optimizer(module.parameters(), {"name": "sgd", "lr": 0.1, "weight_decay": 0.0}, zero=True)
+        block = {"name": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.0}
+        optimizer = build_optimizer(module.parameters(), block, plugins.registry(), zero=True)
         module(torch.ones(3)).sum().backward()
         optimizer.step()
         optimizer.consolidate_state_dict(to=0)

@@ -15,8 +15,8 @@ from brainsynth.core.hookspecs import hookimpl
 class BrokenPrior(BigramPrior):
     """A plugin's model with a bug: fails when built, or at its first forward pass."""
 
-    def __init__(self, num_tokens: int, max_seq_len: int, dim: int = 16, fail_in: str = "init") -> None:
-        super().__init__(num_tokens, max_seq_len, dim)
+    def __init__(self, num_tokens: int, max_seq_len: int, dim: int = 16, fail_in: str = "init", conditioning=None) -> None:
+        super().__init__(num_tokens, max_seq_len, dim, conditioning)
         self.fail_in = fail_in
         if fail_in == "init":
             raise ValueError("broken prior: bad weights layout")
@@ -29,7 +29,7 @@ class BrokenPlugin:
     @staticmethod
     @hookimpl
     def register_components(registry):
-        registry.register("transformer", "broken", BrokenPrior, injected=("num_tokens", "max_seq_len"))
+        registry.register("prior", "broken", BrokenPrior)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
 
-from brainsynth.core.logging import read_metrics
+from brainsynth.core.run_log import read_metrics
 
 
 def recipe(cohort, root, name="tok", steps_epochs=2, extra="", loss="mse", eval_every=1):

@@ -85,7 +85,7 @@ RULES = [
     ("tokenizer", ["optimizer.schedule.gamma=0.99"],
      "optimizer.schedule: give either gamma or final_lr, not both"),
     ("tokenizer", ["optimizer.schedule.name=constant"],
-     "optimizer.schedule: a constant schedule takes neither gamma nor final_lr"),
+     "optimizer.schedule.final_lr: unknown key for lr_schedule 'constant'"),
     # -- rules across sections, declared by each task --------------------------------------------
     ("tokenizer", ["adversarial.weight=0.1"], "adversarial.weight > 0 needs a discriminator block"),
     ("tokenizer", ["train.best_metric=psnr", "metrics=[{name: mae}]"],

@@ -30,13 +30,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, PersistentDataset
-from monai.data import Dataset as MonaiDataset
-from monai.transforms import Compose, apply_transform
 
 from .errors import DataError, RecipeError
 from .files import is_data_file
-from .logging import warn
+from .run_log import warn
 from .schema import did_you_mean
 from .transforms import (
     IMAGE_KEY,
@@ -231,6 +228,8 @@ class VolumeDataset(torch.utils.data.Dataset):
         return len(self.base)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        from monai.transforms import apply_transform
+
         error = None
         try:
             item = apply_transform(self.finishing, self.base[index])
@@ -313,6 +312,8 @@ class VolumeSource(DataSource):
     def split(self, name: str, train: bool = False) -> torch.utils.data.Dataset:
         key = (name, bool(train))
         if key not in self._datasets:
+            from monai.transforms import Compose  # MONAI is imported when data is read, not when a recipe is checked
+
             finishing = Compose(finishing_transforms(self.settings, train=train))
             self._datasets[key] = VolumeDataset(self._base(name), finishing)
         return self._datasets[key]
@@ -327,6 +328,10 @@ class VolumeSource(DataSource):
     def _base(self, name: str) -> Sequence:
         if name in self._bases:
             return self._bases[name]
+        from monai.data import CacheDataset, PersistentDataset
+        from monai.data import Dataset as MonaiDataset
+        from monai.transforms import Compose
+
         items = [{IMAGE_KEY: str(s.path), "subject": s.name, "path": str(s.path)} for s in self.subjects(name)]
         transform = Compose(preprocessing_transforms(self.settings))
         error = None

@@ -44,6 +44,24 @@ def parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = original
 
 
+_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                 "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+@contextlib.contextmanager
+def _no_initialisation():
+    """torch.nn.init's initialisers as no-ops: on the meta device they would only cost time (their
+    reference implementations import torch._dynamo, over a second of a ``validate``)."""
+    saved = {name: getattr(nn.init, name) for name in _INITIALISERS if hasattr(nn.init, name)}
+    for name in saved:
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(nn.init, name, function)
+
+
 def build_without_weights(build: Callable[[], ModuleT]) -> ModuleT:
     """`build()` with every parameter on the meta device (no memory, no initialisation).
 
@@ -52,7 +70,7 @@ def build_without_weights(build: Callable[[], ModuleT]) -> ModuleT:
     `BrainsynthError` (a wrong setting) is raised as it is.
     """
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _no_initialisation():
             return build()
     except BrainsynthError:
         raise

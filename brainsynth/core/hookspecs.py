@@ -22,9 +22,11 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def register_components(registry):
     """Register components with ``registry.register(kind, name, factory, ...)``.
 
-    Called once per process, for every plugin, before any recipe is validated. Kinds are listed in
-    `brainsynth.core.registry.KINDS`. Registering a name that another plugin already registered
-    for the same kind is an error naming both plugins.
+    Called once per process, for every plugin, before any recipe is validated. Kinds, with the
+    contract each component must meet and the arguments the engine supplies, are in
+    `brainsynth.core.kinds`. ``factory`` may be ``".module:Name"`` in the plugin's own package,
+    imported (and checked) when first used, so that registering costs no import. Registering a
+    name that another plugin already registered for the same kind is an error naming both plugins.
     """
 
 

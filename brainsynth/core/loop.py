@@ -37,7 +37,8 @@ from .checkpoint import load_checkpoint, read_checkpoint, rng_state, save_checkp
 from .errors import CheckpointError, RunError
 from .files import remove_leftovers
 from .schema import NonNegativeInt, PositiveInt
-from .training import BestTracker, autocast, build_optimizer, build_scheduler, grad_scaler
+from .optimization import BestTracker, build_optimizer, build_schedule
+from .precision import autocast, grad_scaler
 
 if TYPE_CHECKING:
     from .runner import Run
@@ -218,8 +219,8 @@ class TrainingLoop:
                 self.run.say(f"{name}: {swapped} batch-norm layers synchronised over {self.run.dist.world_size} "
                              f"processes (statistics of the global batch, as one process computes them)")
         model = distributed.wrap(module, self.run.dist, broadcast_buffers=broadcast_buffers)
-        opt = build_optimizer(module.parameters(), optimizer, zero=self.zero)
-        scheduler = build_scheduler(opt, optimizer, self.total_steps)
+        opt = build_optimizer(module.parameters(), optimizer, self.run.registry, zero=self.zero)
+        scheduler = build_schedule(opt, optimizer, self.run.registry, self.total_steps)
         scaler = grad_scaler(self.run.recipe["precision"], self.run.device)
         trained = Trained(name, module, model, opt, scheduler, scaler, optimizer.get("grad_clip"), broadcast_buffers)
         self.trained[name] = trained

@@ -44,6 +44,8 @@ def component_of(exc: BaseException, registry: Registry) -> Component | None:
     by_code: dict[CodeType, Component] = {}
     by_module: dict[str, list[Component]] = {}
     for component in registry:
+        if component.lazy:  # never imported, so never built: it cannot have raised
+            continue
         factory = component.factory
         if isinstance(factory, type):
             by_class.setdefault(factory, component)

@@ -9,7 +9,9 @@ debugging session can run with exactly the plugins it names.
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 import os
+import sys
 from functools import lru_cache
 
 import pluggy
@@ -76,19 +78,30 @@ def plugin_manager() -> pluggy.PluginManager:
 
 def check_hooks(pm: pluggy.PluginManager) -> None:
     """Refuse a plugin that implements a hook brainsynth does not have (``register_component``
-    for ``register_components``): pluggy would otherwise never call it, without a word."""
-    known = sorted(name for name, caller in vars(pm.hook).items() if caller.has_spec())
-    for name in list(vars(pm.hook)):
-        caller = getattr(pm.hook, name)
-        if caller.has_spec():
-            continue
-        for impl in caller.get_hookimpls():
-            if impl.optionalhook:
-                continue
-            raise RegistryError(
-                f"plugin {provider_name(pm, impl.plugin)} implements a hook brainsynth does not have: "
-                f"'{name}'.{did_you_mean(name, known)} Hooks: {', '.join(known)}."
-            )
+    for ``register_components``): pluggy's `check_pending` finds it, this says it in one line."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        known = sorted(name for name, caller in vars(pm.hook).items() if caller.has_spec())
+        unknown = sorted(
+            name for name, caller in vars(pm.hook).items()
+            if not caller.has_spec() and any(impl.plugin is exc.plugin for impl in caller.get_hookimpls())
+        )
+        name = unknown[0] if unknown else "?"
+        raise RegistryError(
+            f"plugin {provider_name(pm, exc.plugin)} implements a hook brainsynth does not have: "
+            f"'{name}'.{did_you_mean(name, known)} Hooks: {', '.join(known)}."
+        ) from None
+
+
+def package_of(plugin: object) -> str | None:
+    """The package a plugin's lazily named factories (``.module:Name``) are imported from."""
+    if inspect.ismodule(plugin):
+        return plugin.__name__ if hasattr(plugin, "__path__") else plugin.__package__
+    module = sys.modules.get(getattr(plugin, "__module__", "") or "")
+    if module is None:
+        return None
+    return module.__name__ if hasattr(module, "__path__") else module.__package__
 
 
 def provider_name(pm: pluggy.PluginManager, plugin: object) -> str:
@@ -103,7 +116,7 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
     reg = Registry()
     for impl in reversed(pm.hook.register_components.get_hookimpls()):
         before = {(c.kind, c.name) for c in reg} if tracing() else set()
-        impl.function(registry=reg.for_provider(provider_name(pm, impl.plugin)))
+        impl.function(registry=reg.for_provider(provider_name(pm, impl.plugin), package_of(impl.plugin)))
         if tracing():
             added = sorted(f"{c.kind} {c.name}" for c in reg if (c.kind, c.name) not in before)
             print(f"plugins: {provider_name(pm, impl.plugin)} registered {', '.join(added) or 'nothing'}", flush=True)

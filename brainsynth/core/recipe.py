@@ -384,4 +384,28 @@ def load_recipe(
 def recipe_from_text(text: str, registry: Registry, source: str) -> Recipe:
     """Validate a recipe saved as text (in a run directory or a checkpoint)."""
     data = yaml.safe_load(text) or {}
+    _drop_unset_optimizer_keys(data, registry)
     return validate(data, registry, Origins(source), source)
+
+
+def _drop_unset_optimizer_keys(data: dict, registry: Registry) -> None:
+    """Recipes saved before optimizers and schedules were components wrote every key of one fixed
+    schema (``momentum: 0.0`` under adam, ``gamma: null`` under a constant schedule): drop those
+    the named component does not take and that were unset, so that older runs still load."""
+    try:
+        sections = registry.get("task", data.get("task")).factory.sections
+    except (RegistryError, AttributeError):
+        return  # validate says what is wrong
+    for key, section in sections.items():
+        if section.kind not in ("optimizer", "lr_schedule") or not isinstance(data.get(key), dict):
+            continue
+        blocks = [(section.kind, data[key])]
+        if isinstance(data[key].get("schedule"), dict):
+            blocks.append(("lr_schedule", data[key]["schedule"]))
+        for kind, block in blocks:
+            try:
+                known = registry.get(kind, block.get("name", section.default)).schema.parameters
+            except RegistryError:
+                continue
+            for name in [k for k, v in block.items() if k != "name" and k not in known and v in (None, 0, 0.0)]:
+                del block[name]

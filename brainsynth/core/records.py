@@ -104,9 +104,13 @@ def _leaves(value: Any, key: tuple, out: dict[tuple, Any]) -> dict[tuple, Any]:
 
 
 def differences(recorded: dict, given: dict) -> list[Change]:
-    """Every key (as a path to a plain value) whose value differs, in the given recipe's order."""
+    """Every key (as a path to a plain value) whose value differs, in the given recipe's order.
+
+    A key only the record has, left unset there (null or 0), is no change: a resolved recipe writes
+    every key it has, so that is a key this version no longer has (``momentum: 0.0`` under adam
+    before optimizers were components)."""
     old, new = _leaves(recorded, (), {}), _leaves(given, (), {})
-    keys = list(new) + [k for k in old if k not in new]
+    keys = list(new) + [k for k in old if k not in new and old[k] not in (None, 0)]
     return [Change(k, old.get(k, _MISSING), new.get(k, _MISSING)) for k in keys if old.get(k, _MISSING) != new.get(k, _MISSING)]
 
 

@@ -40,10 +40,10 @@ import torch
 from . import distributed, locks, plugins, records, signals
 from .errors import BrainsynthError, RunError
 from .files import inside, remove_leftovers, write_bytes_atomic
-from .logging import MetricsLogger, Progress, warn
+from .run_log import MetricsLogger, Progress, warn
 from .recipe import Recipe
 from .registry import Registry
-from .training import slow_precision
+from .precision import slow_precision
 
 CREATING_MODES = ("train", "run")
 """Modes that create a run directory; every other mode works inside an existing one."""

@@ -149,7 +149,8 @@ class Schema:
 
     @classmethod
     def from_callable(cls, factory: Callable, exclude: Sequence[str] = ()) -> Schema:
-        """Parameters of `factory` (a class's ``__init__``), minus those the engine injects."""
+        """Parameters of `factory` (a class's ``__init__``), minus those the engine injects; a
+        ``check_values`` static method on the factory is its cross-key rule."""
         target = factory.__init__ if inspect.isclass(factory) else factory
         signature = inspect.signature(target)
         try:
@@ -167,7 +168,7 @@ class Schema:
                 annotation = Any
             default = REQUIRED if p.default is inspect.Parameter.empty else p.default
             params[name] = Parameter(name, annotation, default)
-        return cls(params)
+        return cls(params, getattr(factory, "check_values", None))
 
     @classmethod
     def from_dataclass(cls, datacls: type) -> Schema:

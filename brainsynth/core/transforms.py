@@ -23,24 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from monai.data import NibabelReader
-from monai.transforms import (
-    CenterSpatialCropd,
-    Compose,
-    EnsureChannelFirstd,
-    EnsureTyped,
-    LoadImage,
-    MapTransform,
-    NormalizeIntensityd,
-    RandAdjustContrastd,
-    RandAffined,
-    RandGaussianNoised,
-    RandShiftIntensityd,
-    ScaleIntensityd,
-    SpatialCropd,
-    SpatialPadd,
-    ThresholdIntensityd,
-)
 
 from .errors import BrainsynthError, DataError, RecipeError
 
@@ -176,55 +158,6 @@ def transform_settings(
     )
 
 
-class LoadVolumed(MapTransform):
-    """Load `keys` through nibabel as float32 MetaTensors and check each is one finite 3D volume.
-
-    Any failure is a `VolumeError` naming the file. A 4D file whose fourth axis has length 1 is
-    taken as 3D (many tools write them); anything else that is not 3D is refused.
-    """
-
-    def __init__(self, keys: Sequence[Hashable] = (IMAGE_KEY,), canonical: bool = False) -> None:
-        super().__init__(keys)
-        self.canonical = canonical
-        self._reader = NibabelReader(as_closest_canonical=canonical)
-        self._load = LoadImage(reader=self._reader, image_only=True, dtype=np.float32)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        out = dict(data)
-        for key in self.key_iterator(out):
-            path = str(out[key])
-            try:
-                image = self._load(path, reader=self._reader)  # nibabel only: no fall-back readers
-            except Exception as exc:
-                reason = (str(exc).strip().splitlines() or [""])[0][:200]
-                raise VolumeError(
-                    f"{path}: cannot read this image ({type(exc).__name__}: {reason}). The file is "
-                    "missing, truncated or not a NIfTI volume; re-export or remove it."
-                ) from exc
-            if image.ndim == 4 and image.shape[-1] == 1:
-                image = image[..., 0]
-            if image.ndim != 3:
-                raise VolumeError(
-                    f"{path}: expected one 3D volume, got an image of shape {tuple(image.shape)} "
-                    f"({image.ndim}D). Give single 3D volumes (split 4D series, skip 2D slices)."
-                )
-            bad = int((~torch.isfinite(image.as_tensor())).sum())
-            if bad:
-                raise VolumeError(
-                    f"{path}: {bad} voxel(s) are NaN or infinite. Fix the file (e.g. replace NaN by 0) "
-                    "or remove it from the subject list."
-                )
-            values = image.as_tensor()
-            if values.numel() and bool(values.min() == values.max()):
-                raise ConstantVolumeError(
-                    f"{path}: every voxel is {float(values.reshape(-1)[0]):g}, an empty (constant) volume that "
-                    "would train on nothing. Remove it from the subject list, or set data.skip_constant: true "
-                    "to leave such volumes out with a warning."
-                )
-            out[key] = image
-        return out
-
-
 class ConstantVolumeError(VolumeError):
     """A volume whose voxels all hold one value (an empty or failed export)."""
 
@@ -239,6 +172,10 @@ def is_constant_volume(path: str | Path) -> bool:
 
 def preprocessing_transforms(settings: TransformSettings, keys: Sequence[str] = (IMAGE_KEY,)) -> list:
     """Deterministic part of the chain: load, check, channel first, normalise, crop, pad."""
+    from monai.transforms import CenterSpatialCropd, EnsureChannelFirstd, NormalizeIntensityd, ScaleIntensityd, SpatialCropd, SpatialPadd
+
+    from .volume_loader import LoadVolumed
+
     keys = list(keys)
     chain: list = [
         LoadVolumed(keys, canonical=settings.canonical),
@@ -265,6 +202,8 @@ def augmentation_transforms(settings: TransformSettings, keys: Sequence[str] = (
     zero padding, output the ROI size); gamma in (0.99 - 0.01 s, 1.01 + 0.01 s); intensity shift
     in (0, 0.05 + 0.025 s); Gaussian noise with std 0.02 + 0.01 s.
     """
+    from monai.transforms import RandAdjustContrastd, RandAffined, RandGaussianNoised, RandShiftIntensityd
+
     keys = list(keys)
     p, s = settings.augmentation_probability, settings.augmentation_strength
     spatial_size = settings.roi.size if settings.roi is not None else None
@@ -287,6 +226,8 @@ def augmentation_transforms(settings: TransformSettings, keys: Sequence[str] = (
 
 def finishing_transforms(settings: TransformSettings, train: bool, keys: Sequence[str] = (IMAGE_KEY,)) -> list:
     """Augment (training chains only, when asked), clamp, float32 MetaTensor."""
+    from monai.transforms import EnsureTyped, ThresholdIntensityd
+
     keys = list(keys)
     chain: list = []
     if train and settings.augment and settings.augmentation_probability > 0:
@@ -300,7 +241,17 @@ def finishing_transforms(settings: TransformSettings, train: bool, keys: Sequenc
 
 def build_transforms(settings: TransformSettings, train: bool, keys: Sequence[str] = (IMAGE_KEY,)) -> Compose:
     """The whole chain. Evaluation chains (``train=False``) never augment."""
+    from monai.transforms import Compose
+
     return Compose(preprocessing_transforms(settings, keys) + finishing_transforms(settings, train, keys))
+
+
+def __getattr__(name: str):
+    if name == "LoadVolumed":  # in its own module, so that importing this one costs no MONAI import
+        from .volume_loader import LoadVolumed
+
+        return LoadVolumed
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from monai.networks.layers.factories import Conv, Norm
 from torch import nn
 
 from brainsynth.core.errors import RecipeError
@@ -43,8 +42,11 @@ class BaselineDiscriminator(nn.Module):
                 f"discriminator 'baseline_discriminator': need spatial_dims 2 or 3 and positive in_channels, "
                 f"channels and num_layers; got {spatial_dims}, {in_channels}, {channels}, {num_layers}."
             )
-        conv = Conv[Conv.CONV, spatial_dims]
-        norm_layer = {"batch": Norm[Norm.BATCH, spatial_dims], "instance": Norm[Norm.INSTANCE, spatial_dims]}.get(norm)
+        conv = {2: nn.Conv2d, 3: nn.Conv3d}[spatial_dims]
+        norm_layer = {
+            "batch": {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[spatial_dims],
+            "instance": {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}[spatial_dims],
+        }.get(norm)
 
         def block(cin: int, cout: int, stride: int) -> list[nn.Module]:
             layers: list[nn.Module] = [conv(cin, cout, 4, stride=stride, padding=1, bias=norm_layer is None)]

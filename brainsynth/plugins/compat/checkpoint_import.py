@@ -76,7 +76,7 @@ def import_checkpoint(
         task, network, extra, note = _import_tokenizer(source, recipe, registry)
     else:
         parts, extra = build_imported_prior(source, kind, recipe, registry)
-        task, network, note = "transformer", parts.network, parts.describe()
+        task, network, note = recipe.task, parts.network, parts.describe()
     written: list[Path] = []
     if out_path is not None:
         save_checkpoint(out_path, task=task, recipe=recipe.text(), modules={"network": network}, extra=extra)
@@ -103,9 +103,9 @@ def _check_recipe_fits(source: OriginalCheckpoint, kind: str | None, recipe: Rec
             f"baseline_vqvae ('brainsynth import-script' of its run_vqvae.py script), not this one (task "
             f"'{recipe.task}', network '{network}')."
         )
-    if kind != "baseline_vqvae" and recipe.task != "transformer":
+    if kind != "baseline_vqvae" and recipe.task not in ("prior", "transformer"):
         raise RecipeError(
-            f"{source.path}: an original {kind} checkpoint (a prior); import it with a prior recipe (task: transformer, "
+            f"{source.path}: an original {kind} checkpoint (a prior); import it with a prior recipe (task: prior, "
             f"network: {OUR_NETWORK[kind]}; 'brainsynth import-script' of its run_transformer.py script), not this "
             f"'{recipe.task}' recipe."
         )

@@ -35,8 +35,8 @@ OUR_NETWORK = {"performer": "performer", "xtransformer": "original_xtransformer"
 def importing_networks(registry: Registry) -> list[str]:
     """The registered prior networks that can take original weights (they have ``load_original_state_dict``)."""
     return [
-        name for name in registry.names("transformer")
-        if callable(getattr(registry.get("transformer", name).factory, "load_original_state_dict", None))
+        name for name in registry.names("prior")
+        if callable(getattr(registry.get("prior", name).factory, "load_original_state_dict", None))
     ]
 
 
@@ -132,4 +132,4 @@ def build_imported_prior(
 
 def save_prior(path: Path, recipe: Recipe, parts: PriorParts, extra: dict[str, Any]) -> Path:
     """Write the imported prior as prior training writes ``best.pt`` (atomically)."""
-    return save_checkpoint(path, task="transformer", recipe=recipe.text(), modules={"network": parts.network}, extra=extra)
+    return save_checkpoint(path, task=recipe.task, recipe=recipe.text(), modules={"network": parts.network}, extra=extra)

@@ -1,20 +1,15 @@
-"""Built-in conditioning (registered through the ``register_components`` hook, like any plugin;
-their modules are imported when the hook runs, so that loading the plugin for its commands or
-``--help`` costs no torch import)."""
+"""Built-in conditioning (registered through the ``register_components`` hook, like any plugin).
+
+Factories are named lazily (``.module:Name``): registering them imports nothing, so loading the
+plugin for ``--help`` or its commands costs no torch; each is imported, and checked against its
+kind's contract, when first used."""
 
 from brainsynth.core.hookspecs import hookimpl
 
 
 @hookimpl
 def register_components(registry):
-    from .bos_replacement import BosReplacement
-    from .cross_attend import CrossAttend
-    from .none import NoConditioning
-    from .prepend import Prepend
-
-    injected = ("model_dim", "num_levels")
-    registry.register("conditioning", "none", NoConditioning)
-    registry.register("conditioning", "bos_replacement", BosReplacement, injected=injected)
-    registry.register("conditioning", "prepend", Prepend, injected=injected)
-    registry.register("conditioning", "cross_attend", CrossAttend, injected=injected)
-
+    registry.register("conditioning", "none", ".none:NoConditioning")
+    registry.register("conditioning", "bos_replacement", ".bos_replacement:BosReplacement")
+    registry.register("conditioning", "prepend", ".prepend:Prepend")
+    registry.register("conditioning", "cross_attend", ".cross_attend:CrossAttend")

@@ -1,19 +1,17 @@
-"""Built-in datasets (registered through the ``register_components`` hook, like any plugin;
-their modules are imported when the hook runs, so that loading the plugin for its commands or
-``--help`` costs no torch import)."""
+"""Built-in datasets (registered through the ``register_components`` hook, like any plugin).
+
+Factories are named lazily (``.module:Name``): registering them imports nothing, so loading the
+plugin for ``--help`` or its commands costs no torch; each is imported, and checked against its
+kind's contract, when first used."""
 
 from brainsynth.core.hookspecs import hookimpl
 
 
 @hookimpl
 def register_components(registry):
-    from .demo_cohort import DemoCohort
-    from .nifti import NiftiSource
-    from .tokens import TokenDataset
-
-    registry.register("dataset", "nifti", NiftiSource)
-    registry.register("dataset", "demo_cohort", DemoCohort)
-    registry.register("dataset", "tokens", TokenDataset)
+    registry.register("dataset", "nifti", ".nifti:NiftiSource")
+    registry.register("dataset", "demo_cohort", ".demo_cohort:DemoCohort")
+    registry.register("dataset", "tokens", ".tokens:TokenDataset")
 
 
 @hookimpl

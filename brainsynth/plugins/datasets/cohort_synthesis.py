@@ -46,7 +46,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from monai.transforms import RandBiasField
 from scipy import ndimage
 
 from brainsynth.core.templates import (
@@ -338,6 +337,8 @@ def synthesize(subject: SubjectVariables, grid: CohortGrid) -> SyntheticSubject:
         wasted = np.float32(subject.medial_temporal_loss) * weight * np.clip(brain, 0.0, 1.0)
         tissue = tissue * (1.0 - wasted)
         t1 = t1 * (1.0 - wasted) + np.float32(prepared.csf_intensity) * wasted
+
+    from monai.transforms import RandBiasField  # imported when a cohort is made, not when a recipe is checked
 
     bias = RandBiasField(degree=3, coeff_range=BIAS_COEFFICIENTS, prob=1.0)
     bias.set_random_state(subject.seed)

@@ -36,7 +36,7 @@ import numpy as np
 
 from brainsynth.core.data import VolumeSource, cache_root, list_subjects
 from brainsynth.core.errors import BrainsynthError, DataError
-from brainsynth.core.logging import Progress
+from brainsynth.core.run_log import Progress
 from brainsynth.core.transforms import transform_settings
 
 from .cohort_synthesis import cohort_grid, draw_subject, synthesize

@@ -9,7 +9,7 @@ import torch
 
 from brainsynth.core.data import DataSource, Subject, subject_name
 from brainsynth.core.errors import DataError
-from brainsynth.core.logging import warn
+from brainsynth.core.run_log import warn
 from brainsynth.core.token_files import META_FILE, listed_grids, read_meta, stale_note
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from monai.networks.nets.resnet import ResNetFeatures
 from torch import nn
 
 from brainsynth.core.errors import CheckpointError, RecipeError
@@ -106,6 +105,8 @@ class MedicalNetBackbone(FrozenBackbone):
 
     def __init__(self, weights: Path, depth: int) -> None:
         super().__init__()
+        from monai.networks.nets.resnet import ResNetFeatures  # MONAI: imported when built, not when plugins are listed
+
         self.net = ResNetFeatures(f"resnet{depth}", pretrained=False, spatial_dims=3, in_channels=1)
         state = read_state_dict(weights, f"MedicalNet ResNet-{depth} weights")
         load_strict(self.net, state, weights, f"MONAI ResNet-{depth} (MedicalNet layout)")

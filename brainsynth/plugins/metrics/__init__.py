@@ -1,6 +1,5 @@
-"""Built-in metrics (registered through the ``register_components`` hook, like any plugin;
-their modules are imported when the hook runs, so that loading the plugin for its commands or
-``--help`` costs no torch import).
+"""Built-in metrics (registered through the ``register_components`` hook, like any plugin; named
+lazily, ``.module:Name``, so registering them imports nothing).
 
 A per-volume metric (kind ``metric``: the tokenizer's ``metrics``) is called as
 ``metric(reconstruction, target)`` on ``[B, C, *spatial]`` tensors and returns one value per
@@ -18,22 +17,12 @@ from brainsynth.core.hookspecs import hookimpl
 
 @hookimpl
 def register_components(registry):
-    from .fid import FrechetDistance
-    from .mae import MeanAbsoluteError
-    from .mmd import MaximumMeanDiscrepancy
-    from .morphology_preservation import MorphologyPreservation
-    from .ms_ssim import MultiScaleSSIM
-    from .ms_ssim_diversity import MultiScaleSSIMDiversity
-    from .mse import MeanSquaredError
-    from .psnr import PeakSignalToNoiseRatio
-    from .sharpness import Sharpness
-
-    registry.register("metric", "ms_ssim", MultiScaleSSIM)
-    registry.register("metric", "mae", MeanAbsoluteError)
-    registry.register("metric", "mse", MeanSquaredError)
-    registry.register("metric", "psnr", PeakSignalToNoiseRatio)
-    registry.register("set_metric", "ms_ssim_diversity", MultiScaleSSIMDiversity)
-    registry.register("set_metric", "mmd", MaximumMeanDiscrepancy)
-    registry.register("set_metric", "fid", FrechetDistance)
-    registry.register("set_metric", "morphology_preservation", MorphologyPreservation)
-    registry.register("set_metric", "sharpness", Sharpness)
+    registry.register("metric", "ms_ssim", ".ms_ssim:MultiScaleSSIM")
+    registry.register("metric", "mae", ".mae:MeanAbsoluteError")
+    registry.register("metric", "mse", ".mse:MeanSquaredError")
+    registry.register("metric", "psnr", ".psnr:PeakSignalToNoiseRatio")
+    registry.register("set_metric", "ms_ssim_diversity", ".ms_ssim_diversity:MultiScaleSSIMDiversity")
+    registry.register("set_metric", "mmd", ".mmd:MaximumMeanDiscrepancy")
+    registry.register("set_metric", "fid", ".fid:FrechetDistance")
+    registry.register("set_metric", "morphology_preservation", ".morphology_preservation:MorphologyPreservation")
+    registry.register("set_metric", "sharpness", ".sharpness:Sharpness")

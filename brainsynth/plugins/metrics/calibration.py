@@ -28,7 +28,6 @@ import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
 COVERAGE_BAND_SD = 2.0
 """Half-width of the real brains' band about their calibration line, in SDs of their residuals."""
@@ -83,6 +82,8 @@ def calibrate(conditioned: Sequence[float], measured: Sequence[float]) -> Calibr
     if c.size >= 2 and np.ptp(c) > 0:
         slope, intercept = (float(v) for v in np.polyfit(c, m, 1))
     if c.size >= 3 and np.ptp(c) > 0 and np.ptp(m) > 0:
+        from scipy import stats  # scipy: imported when scored, not when plugins load
+
         spearman = float(stats.spearmanr(c, m).statistic)
     return Calibration(**common, slope=slope, intercept=intercept, spearman=spearman)
 

@@ -19,7 +19,6 @@ import re
 from pathlib import Path
 
 import torch
-from monai.networks.nets.resnet import ResNet, ResNetFeatures, resnet_params
 from torch import nn
 
 from brainsynth.core.errors import CheckpointError, RecipeError
@@ -60,6 +59,8 @@ class VolumeFeatures(nn.Module):
 
 def random_features() -> VolumeFeatures:
     """The fallback: a small seeded, untrained 3D ResNet. Its numbers are not FID."""
+    from monai.networks.nets.resnet import ResNet  # MONAI: imported when built, not when plugins are listed
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         trunk = ResNet(
@@ -72,6 +73,8 @@ def random_features() -> VolumeFeatures:
 
 def infer_medicalnet_depth(state: dict[str, torch.Tensor], path: Path) -> int:
     """The ResNet depth whose block layout matches the file's ``layer<i>.<j>.`` keys."""
+    from monai.networks.nets.resnet import resnet_params  # MONAI: imported when built, not when plugins are listed
+
     blocks = []
     for stage in range(1, 5):
         indices = {int(m.group(1)) for key in state if (m := re.match(rf"layer{stage}\.(\d+)\.", key))}
@@ -89,6 +92,8 @@ def infer_medicalnet_depth(state: dict[str, torch.Tensor], path: Path) -> int:
 
 def medicalnet_features(weights: str | Path, depth: int | None = None) -> VolumeFeatures:
     """MedicalNet's 3D ResNet trunk from a local `weights` file (never downloaded)."""
+    from monai.networks.nets.resnet import ResNetFeatures, resnet_params  # MONAI: imported when built, not when plugins are listed
+
     path = Path(weights).expanduser()
     if not path.is_file():
         raise CheckpointError(

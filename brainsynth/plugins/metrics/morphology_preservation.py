@@ -41,7 +41,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 from brainsynth.core.errors import DataError
 
@@ -72,6 +71,8 @@ def agreement(conditioned: Sequence[float], measured: Sequence[float]) -> dict[s
     result = {"spearman": float("nan"), "slope": float("nan"), "count": float(c.size)}
     if c.size < 3 or np.ptp(c) == 0 or np.ptp(m) == 0:
         return result
+    from scipy import stats  # scipy: imported when scored, not when plugins load
+
     result["spearman"] = float(stats.spearmanr(c, m).statistic)
     result["slope"] = float(stats.linregress(c, m).slope)
     return result

@@ -25,7 +25,6 @@ from typing import Any, Protocol, runtime_checkable
 import nibabel as nib
 import numpy as np
 import torch
-from monai.transforms import ScaleIntensity
 
 from brainsynth.core.errors import DataError
 
@@ -131,6 +130,8 @@ def load_volume_set(
         )
     if names is not None and len(names) != len(items):
         raise DataError(f"{len(items)} {label} volumes but {len(names)} names; give one name per volume.")
+    from monai.transforms import ScaleIntensity  # imported when volumes are read, not when a recipe is checked
+
     scale = ScaleIntensity(minv=0.0, maxv=1.0)
     arrays, found_names, found_affine, shape = [], [], None, None
     for index, item in enumerate(items):

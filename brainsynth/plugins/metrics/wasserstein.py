@@ -21,9 +21,6 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
 
 EXACT_POINTS = 1024
 SUBSAMPLE_REPEATS = 8
@@ -36,10 +33,15 @@ def wasserstein_1d(real: Sequence[float], sampled: Sequence[float]) -> float | N
     a, b = a[np.isfinite(a)], b[np.isfinite(b)]
     if a.size == 0 or b.size == 0:
         return None
+    from scipy import stats  # scipy: imported when scored, not when plugins load
+
     return float(stats.wasserstein_distance(a, b))
 
 
 def _assignment_cost(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.optimize import linear_sum_assignment  # scipy: imported when scored, not when plugins load
+    from scipy.spatial.distance import cdist
+
     cost = cdist(a, b)
     rows, cols = linear_sum_assignment(cost)
     return float(cost[rows, cols].mean())

@@ -1,16 +1,14 @@
-"""Built-in tasks (registered through the ``register_components`` hook, like any plugin;
-their modules are imported when the hook runs, so that loading the plugin for its commands or
-``--help`` costs no torch import)."""
+"""Built-in tasks (registered through the ``register_components`` hook, like any plugin).
+
+Factories are named lazily (``.module:Name``): registering them imports nothing, so loading the
+plugin for ``--help`` or its commands costs no torch; each is imported, and checked against its
+kind's contract, when first used."""
 
 from brainsynth.core.hookspecs import hookimpl
 
 
 @hookimpl
 def register_components(registry):
-    from .pipeline import PipelineTask
-    from .tokenizer import TokenizerTask
-    from .transformer import TransformerTask
-
-    registry.register("task", "tokenizer", TokenizerTask)
-    registry.register("task", "transformer", TransformerTask)
-    registry.register("task", "pipeline", PipelineTask)
+    registry.register("task", "tokenizer", ".tokenizer:TokenizerTask")
+    registry.register("task", "prior", ".transformer:PriorTask", aliases=("transformer",))
+    registry.register("task", "pipeline", ".pipeline:PipelineTask")

@@ -173,7 +173,7 @@ def transformer_dry_run(recipe: Recipe, registry: Registry) -> DryRun:
     )
     network = build_without_weights(
         lambda: registry.build(
-            "transformer", recipe["network"], num_tokens=num_embeddings + 1, max_seq_len=math.prod(grid),
+            "prior", recipe["network"], num_tokens=num_embeddings + 1, max_seq_len=math.prod(grid),
             ordering=ordering, conditioning=conditioning,
         )
     )

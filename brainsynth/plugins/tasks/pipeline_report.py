@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from brainsynth.core.errors import RunError
-from brainsynth.plugins.reports.html_report import ReportInputs, write_report
 
 REPORT_FOLDER = "report"
 
@@ -59,6 +58,8 @@ def pipeline_report(directory: Path, config: dict[str, Any], recipe_text: str) -
         files = _read_json(stage / "evaluation" / "files.json")
         real, sampled = [Path(p) for p in files["real"]], [Path(p) for p in files["samples"]]
         reconstructed = [Path(p) for p in files.get("reconstructed", [])]  # the same brains after the tokenizer
+    from brainsynth.plugins.reports.html_report import ReportInputs, write_report  # matplotlib: only when writing
+
     inputs = ReportInputs(
         title=config["title"], metrics=metrics, recipe_text=recipe_text, real=real,
         reconstructed=reconstructed, sampled=sampled, morphology=rows, notes=notes,

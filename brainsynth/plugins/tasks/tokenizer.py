@@ -21,7 +21,7 @@ from brainsynth.core.schema import NonNegativeFloat, NonNegativeInt, PositiveInt
 from brainsynth.core.task import Section, Task
 from brainsynth.core.loop import LoopConfig, Position, Trained, TrainingLoop, evaluation_due
 from brainsynth.core.token_files import META_FILE, listed_grids, stale_note
-from brainsynth.core.training import OptimizerConfig, autocast
+from brainsynth.core.precision import autocast
 from brainsynth.plugins.adversarial.weighting import adaptive_weight, last_layer_weight, scheduled_weight
 
 DEFAULT_METRICS = ("ms_ssim", "mae", "mse", "psnr")
@@ -118,8 +118,8 @@ class TokenizerTask(Task):
         "adversarial_loss": Section(kind="adversarial_loss", default="least_square"),
         "adversarial": Section(schema=AdversarialConfig),
         "metrics": Section(kind="metric", many=True),
-        "optimizer": Section(schema=OptimizerConfig),
-        "discriminator_optimizer": Section(schema=OptimizerConfig),
+        "optimizer": Section(kind="optimizer", default="adam"),
+        "discriminator_optimizer": Section(kind="optimizer", default="adam"),
         "train": Section(schema=TokenizerTrainConfig),
         "outputs": Section(schema=OutputsConfig),
     }

@@ -1,4 +1,4 @@
-"""The ``transformer`` task: an autoregressive prior over token grids read in an ordering.
+"""The ``prior`` task (``transformer`` in older recipes): an autoregressive prior over token grids read in an ordering.
 
 Modes: ``train`` (teacher-forced cross-entropy on pre-extracted token grids, or on volumes
 tokenized on the fly by a frozen tokenizer), ``sample`` (new brains, decoded into NIfTI and PNG)
@@ -23,7 +23,6 @@ from brainsynth.core.loop import LoopConfig, Position, TrainingLoop, evaluation_
 from brainsynth.core.runner import Run
 from brainsynth.core.schema import PositiveInt
 from brainsynth.core.task import Section, Task
-from brainsynth.core.training import OptimizerConfig
 
 from .prior_evaluation import EvaluationConfig, write_evaluation
 from .prior_likelihood import LikelihoodConfig, write_likelihood_maps
@@ -45,7 +44,7 @@ class TrainConfig(LoopConfig):
     """A subject without a conditioning row or value: stop with an error, or leave it out (listed)."""
 
 
-class TransformerTask(Task):
+class PriorTask(Task):
     """Train an autoregressive prior on token grids; sample brains and likelihood maps from it."""
 
     sections = {
@@ -53,8 +52,8 @@ class TransformerTask(Task):
         "tokenizer": Section(schema=TokenizerSource, doc="the trained tokenizer (decoding, tokens on the fly)"),
         "ordering": Section(kind="ordering", default="raster_scan"),
         "conditioning": Section(kind="conditioning", default="none"),
-        "network": Section(kind="transformer", required=True, doc="the prior network"),
-        "optimizer": Section(schema=OptimizerConfig),
+        "network": Section(kind="prior", required=True, doc="the prior network"),
+        "optimizer": Section(kind="optimizer", default="adam"),
         "train": Section(schema=TrainConfig),
         "sample": Section(schema=SampleConfig),
         "likelihood": Section(schema=LikelihoodConfig),
@@ -146,7 +145,7 @@ class TransformerTask(Task):
             raise RunError(f"{path}: no '{checkpoint}' checkpoint in this run; train it first (--mode train).")
         saved = read_checkpoint(path)
         if saved.get("task") != run.recipe.task:
-            raise RunError(f"{path}: a '{saved.get('task')}' checkpoint, not a transformer's.")
+            raise RunError(f"{path}: a '{saved.get('task')}' checkpoint, not a prior's.")
         parts = build_prior_parts(run, saved=saved["extra"])
         load_checkpoint(path, task=run.recipe.task, modules={"network": parts.network}, restore_rng=False, payload=saved)
         parts.network.eval()

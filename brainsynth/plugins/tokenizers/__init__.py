@@ -1,12 +1,12 @@
-"""Built-in tokenizers (registered through the ``register_components`` hook, like any plugin;
-their modules are imported when the hook runs, so that loading the plugin for its commands or
-``--help`` costs no torch import)."""
+"""Built-in tokenizers (registered through the ``register_components`` hook, like any plugin).
+
+Factories are named lazily (``.module:Name``): registering them imports nothing, so loading the
+plugin for ``--help`` or its commands costs no torch; each is imported, and checked against its
+kind's contract, when first used."""
 
 from brainsynth.core.hookspecs import hookimpl
 
 
 @hookimpl
 def register_components(registry):
-    from .baseline_vqvae import BaselineVQVAE
-
-    registry.register("tokenizer", "baseline_vqvae", BaselineVQVAE)
+    registry.register("tokenizer", "baseline_vqvae", ".baseline_vqvae:BaselineVQVAE")

@@ -17,17 +17,14 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-from monai.networks.blocks import SubpixelUpsample
-from monai.networks.layers.factories import Conv
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from brainsynth.core.errors import DataError, RecipeError
-from brainsynth.core.plugins import registry
 from brainsynth.core.schema import Fraction, NonNegativeInt, PositiveInt, component_block
 from brainsynth.core.tokenizer import Codebook, Tokenizer
 
-from .blocks import ACTIVATIONS, OUTPUT_ACTIVATIONS, SlimResidualLayer, residual_stack
+from .blocks import ACTIVATIONS, CONV, CONV_TRANSPOSED, OUTPUT_ACTIVATIONS, SlimResidualLayer, residual_stack
 from .recompute import RecomputeScope
 
 DownParameters = tuple[int, int, int, int]
@@ -56,7 +53,8 @@ class BaselineVQVAE(Tokenizer):
         downsample_parameters: one (kernel, stride, padding, dilation) per level.
         upsample_parameters: one (kernel, stride, padding, output_padding, dilation) per level.
         embedding_dim: code size D (pre-/post-quantisation convolutions map to and from it).
-        codebook: the codebook block, e.g. ``{name: ema, num_embeddings: 2048, decay: 0.5}``.
+        codebook: the codebook block, e.g. ``{name: ema, num_embeddings: 2048, decay: 0.5}`` (the engine
+            builds it with the run's registry and passes the `Codebook`).
         dropout: dropout inside the residual layers.
         act: hidden activation.
         output_act: optional activation of the reconstruction (none in the paper).
@@ -147,7 +145,7 @@ class BaselineVQVAE(Tokenizer):
 
     @staticmethod
     def _build_encoder(spatial_dims, in_channels, channels, num_res_layers, down, embedding_dim, dropout, act) -> nn.Sequential:
-        conv = Conv[Conv.CONV, spatial_dims]
+        conv = CONV[spatial_dims]
         half, last = channels // 2, len(down) - 1
         layers: list[nn.Module] = []
         for i, (kernel, stride, padding, dilation) in enumerate(down):
@@ -164,8 +162,8 @@ class BaselineVQVAE(Tokenizer):
     def _build_decoder(
         spatial_dims, out_channels, channels, num_res_layers, up, embedding_dim, dropout, act, output_act, subpixel
     ) -> nn.Sequential:
-        conv = Conv[Conv.CONV, spatial_dims]
-        transposed = Conv[Conv.CONVTRANS, spatial_dims]
+        conv = CONV[spatial_dims]
+        transposed = CONV_TRANSPOSED[spatial_dims]
         half, last = channels // 2, len(up) - 1
         layers: list[nn.Module] = [conv(embedding_dim, channels, kernel_size=3, padding=1)]
         for i, (kernel, stride, padding, output_padding, dilation) in enumerate(up):
@@ -173,6 +171,8 @@ class BaselineVQVAE(Tokenizer):
             target = out_channels if i == last else half
             layers.append(residual_stack(spatial_dims, width, num_res_layers, dropout, act))
             if i == last and subpixel:
+                from monai.networks.blocks import SubpixelUpsample
+
                 layers.append(SubpixelUpsample(spatial_dims, width, target, scale_factor=stride, apply_pad_pool=True, bias=True))
             else:
                 layers.append(
@@ -259,13 +259,18 @@ def _is_stack(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) and all(isinstance(layer, SlimResidualLayer) for layer in module)
 
 
-def build_codebook(block: dict[str, Any] | None, embedding_dim: int) -> Codebook:
-    """Build the codebook a tokenizer's ``codebook:`` block names (default: ``ema``)."""
+def build_codebook(block: Codebook | dict[str, Any] | None, embedding_dim: int) -> Codebook:
+    """The codebook: as the engine built it from the ``codebook:`` block with the run's registry, or,
+    for a tokenizer constructed directly in Python, built here from a block (default ``ema``)."""
+    if isinstance(block, Codebook):
+        if block.embedding_dim != embedding_dim:
+            raise RecipeError(f"codebook: embedding_dim {block.embedding_dim} differs from the tokenizer's {embedding_dim}.")
+        return block
+    from brainsynth.core.plugins import registry
+
     block = dict(block or {})
-    name = block.pop("name", "ema")
-    component = registry().get("codebook", name)
-    params = component.schema.validate(block, path=("codebook",), owner=f"codebook '{name}'")
-    codebook = component.build(params, embedding_dim=embedding_dim)
+    block.setdefault("name", "ema")
+    codebook = registry().build_nested("codebook", block, "codebook", embedding_dim=embedding_dim)
     if not isinstance(codebook, Codebook):
-        raise RecipeError(f"codebook '{name}' ({component.provider}) does not build a brainsynth Codebook.")
+        raise RecipeError(f"codebook '{block['name']}' does not build a brainsynth Codebook.")
     return codebook

@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers.factories import Conv, Dropout
 from torch import nn
 
 from .recompute import RecomputeScope
@@ -27,6 +26,12 @@ ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], Callable[[torch.Tensor], t
 OUTPUT_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
 
 
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+"""The convolution of each number of spatial dimensions (what MONAI's ``Conv`` factory returns)."""
+CONV_TRANSPOSED = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+DROPOUT = {2: nn.Dropout2d, 3: nn.Dropout3d}
+
+
 class SlimResidualLayer(nn.Sequential):
     """``act(x + conv1x1(dropout(act(conv3x3(x)))))`` at constant width (reference §2.1).
 
@@ -35,9 +40,9 @@ class SlimResidualLayer(nn.Sequential):
     """
 
     def __init__(self, spatial_dims: int, channels: int, dropout: float = 0.0, act: str = "relu") -> None:
-        conv = Conv[Conv.CONV, spatial_dims]
+        conv = CONV[spatial_dims]
         hidden_act, self_act = ACTIVATIONS[act]
-        drop = Dropout[Dropout.DROPOUT, spatial_dims](dropout) if dropout > 0 else nn.Identity()
+        drop = DROPOUT[spatial_dims](dropout) if dropout > 0 else nn.Identity()
         super().__init__(
             conv(channels, channels, kernel_size=3, padding=1),
             hidden_act(),

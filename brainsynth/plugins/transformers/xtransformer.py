@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from x_transformers import Decoder
 
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.ordering import Ordering
@@ -117,6 +116,8 @@ class XTransformerPrior(Prior):
             options["rotary_emb_dim"] = rotary_emb_dim
         if cross:
             options["cross_attn_dim_context"] = conditioning.dim
+        from x_transformers import Decoder  # imported when a prior is built, not when one is validated
+
         self.decoder_layers = Decoder(**options)
         self.spatial_bias = (
             SpatialRelativeBias(coordinates, heads, self.inputs.prefix_length, spatial_bias_max_distance)

@@ -1,7 +1,10 @@
 """The plugin: one hook registers components, another adds a command.
 
-Component modules are imported when the hook runs, so loading the plugin for ``brainsynth --help``
-imports no torch.
+Components are named lazily (``.module:Class``, a module of this package): registering imports
+nothing, so loading the plugin for ``brainsynth --help`` imports no torch. brainsynth imports each
+module when the component is first used, and checks it against its kind's contract then. The
+engine passes each factory the arguments of its kind that its signature declares (a prior's
+``num_tokens``, ``ordering``, ``conditioning``, ...).
 """
 
 import click
@@ -10,13 +13,8 @@ from brainsynth.core.hookspecs import hookimpl
 
 @hookimpl
 def register_components(registry):
-    from .gru_prior import GRUPrior
-    from .reverse_raster import ReverseRaster
-
-    registry.register("ordering", "reverse_raster", ReverseRaster, injected=("spatial_shape",))
-    registry.register(
-        "transformer", "gru_prior", GRUPrior, injected=("num_tokens", "max_seq_len", "ordering", "conditioning")
-    )
+    registry.register("ordering", "reverse_raster", ".reverse_raster:ReverseRaster")
+    registry.register("prior", "gru_prior", ".gru_prior:GRUPrior")
 
 
 @hookimpl
