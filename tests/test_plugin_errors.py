@@ -24,9 +24,11 @@ def _lookup(table: dict, key: str) -> int:
 class FaultyPrior(Prior):
     """A prior with a bug in one place, chosen by `fail_in`."""
 
-    def __init__(self, fail_in: str = "init", dim: int = 8, *, num_tokens: int, max_seq_len: int) -> None:
+    def __init__(
+        self, fail_in: str = "init", dim: int = 8, *, num_tokens: int, max_seq_len: int, conditioning=None
+    ) -> None:
         super().__init__()
-        self.num_tokens, self.sequence_length, self.conditioning = num_tokens, max_seq_len, None
+        self.num_tokens, self.sequence_length, self.conditioning = num_tokens, max_seq_len, conditioning
         self.fail_in = fail_in
         if fail_in == "init":
             raise ValueError("dim must be a power of two")
@@ -50,8 +52,8 @@ class FaultyPlugin:
     @staticmethod
     @hookimpl
     def register_components(registry):
-        registry.register("transformer", "faulty", FaultyPrior, injected=("num_tokens", "max_seq_len"))
-        registry.register("ordering", "faulty_walk", faulty_ordering, injected=("spatial_shape",))
+        registry.register("prior", "faulty", FaultyPrior)
+        registry.register("ordering", "faulty_walk", faulty_ordering)
 
 
 @pytest.fixture

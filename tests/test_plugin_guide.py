@@ -20,17 +20,18 @@ from click.testing import CliRunner
 
 from brainsynth.core import hookspecs, plugins, runner
 from brainsynth.core.data import DataSource
-from brainsynth.core.errors import BrainsynthWarning, DataError, RecipeError
+from brainsynth.core.errors import BrainsynthWarning, DataError, RecipeError, RegistryError
+from brainsynth.core.kinds import KINDS
+from brainsynth.core.optimization import build_optimizer, build_schedule
 from brainsynth.core.ordering import Ordering
 from brainsynth.core.prior import Conditioning, Prior
 from brainsynth.core.recipe import load_recipe
-from brainsynth.core.registry import KINDS
+from brainsynth.core.registry import Registry
 from brainsynth.core.sampling import sample
 from brainsynth.core.task import Task
 from brainsynth.core.tokenizer import Codebook, LossOutput, ReconstructionLoss, Tokenizer
 
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
-PRIOR_KIND = "prior" if "prior" in KINDS else "transformer"
 
 
 def fenced(language: str) -> list[tuple[int, str]]:
@@ -44,8 +45,6 @@ def fenced(language: str) -> list[tuple[int, str]]:
 
 def load_block(line: int, code: str) -> types.ModuleType:
     """The block as an importable module (type hints and dataclasses look their module up)."""
-    if PRIOR_KIND != "prior":  # until the prior kind's rename lands, its older name
-        code = re.sub(r'register\(\s*"prior"', 'register("transformer"', code)
     module = types.ModuleType(f"plugin_guide_line_{line}")
     sys.modules[module.__name__] = module
     exec(compile(code, f"{GUIDE}:{line}", "exec"), module.__dict__)
@@ -63,7 +62,10 @@ def guide():
         modules.append(module)
         pm.register(module, name=f"plugin-guide:line{line}")
     plugins.check_hooks(pm)  # a misspelled hook in the guide would fail here
-    yield types.SimpleNamespace(pm=pm, registry=plugins.build_registry(pm), modules=modules)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # no deprecated `injected=` in the guide
+        registry = plugins.build_registry(pm)
+    yield types.SimpleNamespace(pm=pm, registry=registry, modules=modules)
     for module in modules:
         sys.modules.pop(module.__name__, None)
 
@@ -102,7 +104,7 @@ def _prior(guide, conditioned: bool, dim: int = 16):
         conditioning = guide.registry.build("conditioning", block, model_dim=dim, num_levels={"sex": 2})
         assert isinstance(conditioning, Conditioning) and conditioning.num_vectors == 1
     return guide.registry.build(
-        PRIOR_KIND, {"name": "running_mean", "dim": dim}, num_tokens=9, max_seq_len=12, ordering=ordering,
+        "prior", {"name": "running_mean", "dim": dim}, num_tokens=9, max_seq_len=12, ordering=ordering,
         conditioning=conditioning,
     )
 
@@ -148,8 +150,10 @@ def test_prior_trains_unconditioned(guide):
 
 def test_tokenizer_and_codebook(guide):
     torch.manual_seed(0)
-    tokenizer = guide.registry.build("tokenizer", {"name": "tiny_vqvae", "channels": 4, "num_embeddings": 16})
+    block = {"name": "tiny_vqvae", "embedding_dim": 4, "codebook": {"name": "nearest", "num_embeddings": 16}}
+    tokenizer = guide.registry.build("tokenizer", block)  # the engine builds the nested codebook block
     assert isinstance(tokenizer, Tokenizer) and isinstance(tokenizer.codebook, Codebook)
+    assert (tokenizer.codebook.num_embeddings, tokenizer.codebook.embedding_dim) == (16, 4)
     volumes = torch.rand(2, 1, 8, 8, 8)
     out = tokenizer(volumes)
     assert out.reconstruction.shape == volumes.shape and out.tokens.shape == (2, 4, 4, 4)
@@ -192,7 +196,7 @@ def test_metric_and_set_metric(guide):
     samples = VolumeSet(torch.full((2, 1, 4, 4, 4), 0.75), None, ["s0", "s1"])
     real = VolumeSet(torch.full((3, 1, 4, 4, 4), 0.5), None, ["r0", "r1", "r2"], label="real")
     result = set_metric(samples, real)
-    assert set_metric.scope == "set" and result.values == {"mean_intensity_gap": 0.25}
+    assert set_metric.higher_is_better is None and result.values == {"mean_intensity_gap": 0.25}
     assert [row["name"] for row in result.rows] == ["s0", "s1"] and all(row["set"] == "sample" for row in result.rows)
     with pytest.raises(DataError, match="give evaluation.references"):
         set_metric(samples, None)
@@ -265,7 +269,7 @@ def test_the_guide_s_components_train_sample_score_and_evaluate_through_the_buil
         "task: tokenizer\n"
         f"experiment: {{name: tok, root: {root}}}\n"
         "data: {name: noise_cubes, count: 4, size: 8}\n"
-        "network: {name: tiny_vqvae, channels: 4, num_embeddings: 16}\n"
+        "network: {name: tiny_vqvae, embedding_dim: 4, codebook: {name: nearest, num_embeddings: 16}}\n"
         "loss: {name: charbonnier}\n"
         "discriminator: {name: tiny_patch}\n"
         "adversarial_loss: {name: softplus}\n"
@@ -275,13 +279,13 @@ def test_the_guide_s_components_train_sample_score_and_evaluate_through_the_buil
     )
     prior = tmp_path / "prior.yaml"
     prior.write_text(
-        f"task: {'prior' if PRIOR_KIND == 'prior' else 'transformer'}\n"
+        "task: prior\n"
         f"experiment: {{name: prior, root: {root}}}\n"
         f"data: {{name: tokens, train: {root}/tok/tokens/train, val: {root}/tok/tokens/val}}\n"
         "ordering: {name: column_major}\n"
         f"conditioning: {{name: linear, table: {table}, variables: [{{column: age}}, {{column: sex, kind: categorical}}]}}\n"
         "network: {name: running_mean, dim: 16}\n"
-        "optimizer: {lr: 0.01}\n"
+        "optimizer: {name: rmsprop, lr: 0.01, schedule: {name: warmup_cosine, warmup: 1}}\n"
         "train: {epochs: 1, batch_size: 2}\n"
         "sample: {split: val, batch_size: 2, png: false}\n"
     )
@@ -298,18 +302,119 @@ def test_the_guide_s_components_train_sample_score_and_evaluate_through_the_buil
     assert "max_error" in (root / "tok" / "metrics.train.json").read_text()
 
 
-def test_the_kinds_table_lists_what_the_built_ins_are_passed():
-    """The guide's "the engine passes" column is the union of what built-in components of each kind get."""
+def _kinds_table() -> dict[str, tuple[str | None, set, set, set]]:
+    """The guide's kinds table: kind -> (base class, members, engine arguments, required arguments)."""
     text = GUIDE.read_text()
-    table = re.search(r"^\| kind .*?\n\n", text, flags=re.S | re.M).group(0).strip().splitlines()[2:]
-    listed = {}
-    for row in table:
-        kind, _, passes = (cell.strip() for cell in row.strip("|").split("|"))
-        kind = kind.strip("`")
-        listed[PRIOR_KIND if kind == "prior" else kind] = set(re.findall(r"`(\w+)`", passes.split(";")[0]))
-    assert set(listed) == set(KINDS)
-    built_in: dict[str, set] = {kind: set() for kind in KINDS}
-    for component in plugins.registry():
-        if component.provider.startswith("brainsynth "):
-            built_in[component.kind] |= set(component.injected)
-    assert listed == built_in
+    rows = re.search(r"^\| kind .*?\n\n", text, flags=re.S | re.M).group(0).strip().splitlines()[2:]
+    table = {}
+    for row in rows:
+        kind, base, members, passes, requires = (cell.strip() for cell in row.strip("|").split("|"))
+        names = [set(re.findall(r"`(\w+)`", cell)) for cell in (members, passes, requires)]
+        table[kind.strip("`")] = (base.strip("`") if base.startswith("`") else None, *names)
+    return table
+
+
+def test_the_kinds_table_is_core_kinds():
+    """Every kind of `brainsynth.core.kinds` is in the guide's table, with its contract as declared there."""
+    table = _kinds_table()
+    assert list(table) == list(KINDS)  # every kind, optimizer and lr_schedule included, in the table's order
+    for name, kind in KINDS.items():
+        base, members, passes, requires = table[name]
+        assert base == (kind.contract.replace(":", ".") if kind.contract else None), name
+        assert members == set(kind.members), name
+        assert passes == set(kind.supplies) | {nested.parameter for nested in kind.nested}, name
+        assert requires == set(kind.requires), name
+    assert f"[ordering] {KINDS['ordering'].describe()}\n" in GUIDE.read_text()  # the quoted `plugins --kind` line
+    for name, kind in KINDS.items():  # every kind has a section; former names are named
+        assert re.search(rf"^### .*\b{name}\b", GUIDE.read_text(), flags=re.M), f"no section for {name}"
+        for alias in kind.aliases:
+            assert f"`{alias}` is its former name" in GUIDE.read_text(), alias
+
+
+def test_the_guide_s_components_take_the_engine_arguments_of_their_kind(guide):
+    """Inferred from the signatures: each example declares what its kind requires, and gets no recipe key for it."""
+    for component in guide.registry:
+        kind = KINDS[component.kind]
+        assert set(kind.requires) <= set(component.injected) <= set(kind.supplies), component
+        assert not set(kind.supplies) & set(component.schema.parameters), component
+
+
+def test_optimizer_and_schedule_train_through_the_registry(guide):
+    """Built the way the training loop builds them (`build_optimizer`, `build_schedule`), one step each."""
+    torch.manual_seed(0)
+    block = {"name": "rmsprop", "lr": 0.1, "alpha": 0.9, "grad_clip": 1.0, "schedule": {"name": "warmup_cosine", "warmup": 2}}
+    params = guide.registry.get("optimizer", "rmsprop").schema.validate(block, ignore=("name",))
+    assert set(params) == {"lr", "alpha", "weight_decay", "grad_clip", "schedule"}  # the engine's keys, not `parameters`
+    layer = torch.nn.Linear(3, 1)
+    frozen = torch.nn.Parameter(torch.ones(2), requires_grad=False)
+    optimizer = build_optimizer([*layer.parameters(), frozen], {"name": "rmsprop", **params}, guide.registry)
+    assert isinstance(optimizer, torch.optim.RMSprop) and optimizer.param_groups[0]["alpha"] == 0.9
+    assert len(optimizer.param_groups[0]["params"]) == 2  # trainable parameters only
+    schedule = build_schedule(optimizer, params, guide.registry, total_steps=4)
+    assert isinstance(schedule, torch.optim.lr_scheduler.LRScheduler)
+    lrs = [schedule.get_last_lr()[0]]
+    before = layer.weight.detach().clone()
+    for _ in range(4):
+        loss = layer(torch.randn(8, 3)).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        lrs.append(schedule.get_last_lr()[0])
+    assert not torch.equal(layer.weight, before)
+    assert lrs == pytest.approx([0.05, 0.1, 0.1, 0.05, 0.0], abs=1e-12)  # warm-up over 2, then cosine to 0 at step 4
+
+
+def test_the_lazy_registration_line_defers_the_import(tmp_path, monkeypatch):
+    """The guide's `".module:Name"` line, in a package holding the guide's prior as that module."""
+    text = GUIDE.read_text()
+    (line,) = re.findall(r'^registry\.register\("prior", "running_mean", "\.running_mean:\w+"\)$', text, flags=re.M)
+    (prior_code,) = [code for _, code in fenced("python") if "class RunningMeanPrior" in code]
+    package = tmp_path / "guide_lazy_pkg"
+    package.mkdir()
+    (package / "running_mean.py").write_text(prior_code)
+    (package / "__init__.py").write_text(
+        "from brainsynth.core.hookspecs import hookimpl\n\n\n@hookimpl\ndef register_components(registry):\n    " + line + "\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import guide_lazy_pkg
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.register(guide_lazy_pkg, name="guide-lazy:running_mean")
+    registry = plugins.build_registry(pm)
+    component = registry.get("prior", "running_mean")
+    assert component.lazy and "guide_lazy_pkg.running_mean" not in sys.modules  # registering imported nothing
+    assert component.injected == ("num_tokens", "max_seq_len", "ordering", "conditioning")  # first use imports it
+    assert not component.lazy and "guide_lazy_pkg.running_mean" in sys.modules
+    assert list(component.schema.parameters) == ["dim"]
+    sys.modules.pop("guide_lazy_pkg.running_mean", None)
+    sys.modules.pop("guide_lazy_pkg", None)
+
+
+def test_the_quoted_contract_refusal_is_the_registry_s(guide):
+    """The error line the guide shows for a prior without `conditioning` is what the registry says."""
+    (prior_module,) = [m for m in guide.modules if hasattr(m, "RunningMeanPrior")]
+
+    class MyPrior(prior_module.RunningMeanPrior):
+        def __init__(self, dim: int = 32, *, num_tokens: int, max_seq_len: int) -> None:
+            super().__init__(dim, num_tokens=num_tokens, max_seq_len=max_seq_len)
+
+    with pytest.raises(RegistryError) as info:
+        Registry().register("prior", "my_prior", MyPrior, provider="my-plugin (my_plugin)")
+    assert f"error: {info.value}\n" in GUIDE.read_text()
+
+
+class _Raster(Ordering):
+    """A raster walk, registered the old way."""
+
+    def walk(self, shape):
+        return np.stack(np.unravel_index(np.arange(int(np.prod(shape))), shape), axis=1)
+
+
+def test_injected_is_deprecated_as_the_guide_says():
+    registry = Registry()
+    with pytest.warns(DeprecationWarning, match="inferred from the factory's signature"):
+        registry.register("ordering", "old", _Raster, injected=("spatial_shape",), provider="old-plugin")
+    assert re.search(r"`injected=` keyword of earlier versions is\s+deprecated", GUIDE.read_text())
+    assert "injected=(" not in GUIDE.read_text()  # no example uses it

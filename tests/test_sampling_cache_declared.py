@@ -12,7 +12,6 @@ from brainsynth import cli
 from brainsynth.core import plugins
 from brainsynth.core.errors import BrainsynthWarning
 from brainsynth.core.prior import Prior
-from brainsynth.core.registry import KINDS
 from brainsynth.core.sampling import RecomputingDecoder, sample, uncached_cost
 
 
@@ -97,11 +96,10 @@ def test_a_declared_cache_that_recomputes_is_named():
 
 
 def test_every_installed_prior_that_declares_a_cache_brings_a_decoder():
-    kind = "prior" if "prior" in KINDS else "transformer"
     registry = plugins.registry()
     declared = []
-    for name in registry.names(kind):
-        factory = registry.get(kind, name).factory
+    for name in registry.names("prior"):
+        factory = registry.get("prior", name).factory
         if isinstance(factory, type) and getattr(factory, "has_cached_decoder", False):
             declared.append(name)
             assert factory.decoder is not Prior.decoder, name
