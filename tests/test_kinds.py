@@ -22,6 +22,7 @@ from brainsynth.core.hookspecs import hookimpl
 from brainsynth.core.ordering import Ordering
 from brainsynth.core.prior import Conditioning, Prior
 from brainsynth.core.registry import Registry
+from brainsynth.core.tokenizer import Tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -178,6 +179,35 @@ def test_a_tokenizer_gets_its_codebook_built_with_the_runs_registry():
     network = registry.build("tokenizer", {"name": "baseline_vqvae", **params})
     assert type(network.codebook).__name__ == "VanillaCodebook"
     assert (network.codebook.num_embeddings, network.codebook.embedding_dim) == (5, 3)
+
+
+class OwnCodebookTokenizer(Tokenizer):
+    """Makes its own codebook, so it declares no ``codebook`` parameter."""
+
+    def __init__(self, width: int = 3) -> None:
+        super().__init__()
+        from brainsynth.plugins.codebooks.vanilla import VanillaCodebook
+
+        self.codebook, self.spatial_dims, self.in_channels = VanillaCodebook(num_embeddings=4, embedding_dim=width), 3, 1
+
+    def encode(self, x):
+        return x
+
+    def decode(self, quantized):
+        return quantized
+
+    def token_grid(self, spatial_shape):
+        return tuple(spatial_shape)
+
+    def output_shape(self, grid):
+        return tuple(grid)
+
+
+def test_a_tokenizer_without_a_codebook_parameter_gets_no_codebook_block():
+    registry = Registry()  # no codebooks at all: building the default `ema` block would fail
+    registry.register("tokenizer", "own_codebook", OwnCodebookTokenizer, provider="tests")
+    network = registry.build("tokenizer", {"name": "own_codebook", "width": 5})
+    assert network.codebook.embedding_dim == 5
 
 
 # -- hooks --------------------------------------------------------------------------------------------

@@ -165,7 +165,10 @@ class Component:
             for key in Schema.from_dataclass(settings).parameters:
                 params.pop(key, None)
         if registry is not None:
+            declared = factory_arguments(self.factory)  # None: takes **kwargs
             for nested in self.info.nested:
+                if declared is not None and nested.parameter not in declared:
+                    continue  # a component without that block (a tokenizer with its own quantiser)
                 block = params.get(nested.parameter)
                 if block is None and nested.default is not None:
                     block = {"name": nested.default}
