@@ -67,7 +67,7 @@ def assert_same_weights(a: dict, b: dict) -> None:
     for name in ("network", "discriminator"):
         assert a[name].keys() == b[name].keys()
         for key, value in a[name].items():
-            torch.testing.assert_close(b[name][key], value, rtol=1e-5, atol=1e-6, msg=f"{name}.{key}")
+            torch.testing.assert_close(b[name][key], value, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}.{key}: {m}")
 
 
 def digest(state: dict[str, torch.Tensor]) -> str:
