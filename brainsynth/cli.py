@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 import warnings
 from pathlib import Path
 
@@ -288,12 +287,10 @@ def plugin_failure(exc: BaseException) -> str | None:
 
 def unexpected(exc: BaseException) -> str:
     """One line for an error brainsynth does not anticipate: what was raised, where, and what to do."""
-    lines = str(exc).strip().splitlines()
-    what = f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
-    frames = traceback.extract_tb(exc.__traceback__)
-    where = f" (raised in {frames[-1].filename}:{frames[-1].lineno}, in {frames[-1].name})" if frames else ""
+    from brainsynth.core.plugin_errors import raised
+
     return (
-        f"{what}{where}. This is an error brainsynth does not check for, probably a bug in the code "
+        f"{raised(exc)}. This is an error brainsynth does not check for, probably a bug in the code "
         f"named; run again with --debug for the traceback, and report it to that code's authors."
     )
 

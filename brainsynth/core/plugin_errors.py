@@ -101,12 +101,17 @@ def blame_hook(exc: BaseException, pm: pluggy.PluginManager) -> str | None:
     return None
 
 
-def _line(who: str, exc: BaseException) -> str:
+def raised(exc: BaseException) -> str:
+    """``Type: first line of the message (raised in file:line, in function)``: an unexpected error, shortly."""
     lines = str(exc).strip().splitlines()
     what = f"{type(exc).__name__}: {lines[0][:300]}" if lines else type(exc).__name__
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" (raised in {frames[-1].filename}:{frames[-1].lineno}, in {frames[-1].name})" if frames else ""
+    return what + where
+
+
+def _line(who: str, exc: BaseException) -> str:
     return (
-        f"{who}: {what}{where}. This error is not one brainsynth checks for, probably a bug in that "
+        f"{who}: {raised(exc)}. This error is not one brainsynth checks for, probably a bug in that "
         f"plugin; run again with --debug for the traceback and report it to the plugin's authors."
     )
