@@ -10,7 +10,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.plugins import registry
-from brainsynth.plugins.adversarial.weighting import adaptive_weight, last_layer_weight, unwrap, warmup_factor
+from brainsynth.library.adversarial_weighting import adaptive_weight, last_layer_weight, unwrap, warmup_factor
 from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
 
 LOGITS = torch.tensor([-2.0, 0.0, 0.5, 3.0])

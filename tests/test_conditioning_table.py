@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from brainsynth.core.data import ConditioningTable, Variable
+from brainsynth.core.data import Variable
+from brainsynth.library.conditioning_table import ConditioningTable
 from brainsynth.core.errors import DataError, RecipeError
 
 TABLE = (

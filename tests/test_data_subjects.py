@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from _data_fixtures import write_nifti
 
-from brainsynth.core.data import list_subjects, read_table, subject_name
+from brainsynth.library.subjects import list_subjects, read_table, subject_name
 from brainsynth.core.errors import DataError
 
 

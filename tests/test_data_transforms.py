@@ -12,9 +12,10 @@ from _data_fixtures import shifted_affine, write_nifti
 from monai.data import MetaTensor
 from monai.transforms import RandAdjustContrastd, RandAffined, RandGaussianNoised, RandShiftIntensityd
 
-from brainsynth.core.data import Subject, VolumeSource
+from brainsynth.core.data import Subject
+from brainsynth.library.volume_data import VolumeSource
 from brainsynth.core.errors import DataError, RecipeError
-from brainsynth.core.transforms import (
+from brainsynth.library.volume_transforms import (
     VolumeError,
     augmentation_transforms,
     build_transforms,

@@ -11,10 +11,12 @@ import pytest
 from _data_fixtures import TINY_COHORT, tiny_cohort  # noqa: F401  (fixture)
 from scipy import stats
 
-from brainsynth.core.data import ConditioningTable, Variable, list_subjects
+from brainsynth.core.data import Variable
+from brainsynth.library.conditioning_table import ConditioningTable
+from brainsynth.library.subjects import list_subjects
 from brainsynth.core.errors import BrainsynthError, DataError
 from brainsynth.core.plugins import registry
-from brainsynth.core.templates import load_mni_template
+from brainsynth.library.mni_template import load_mni_template
 from brainsynth.plugins.datasets import cohort_synthesis
 from brainsynth.plugins.datasets.demo_cohort import build_demo_cohort
 

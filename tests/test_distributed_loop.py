@@ -9,7 +9,7 @@ from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
 from brainsynth.core.checkpoint import read_checkpoint
 from brainsynth.core.loop import epoch_batches, epoch_indices, evaluation_due
 from brainsynth.core.precision import autocast
-from brainsynth.plugins.adversarial.weighting import scheduled_weight
+from brainsynth.library.adversarial_weighting import scheduled_weight
 from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
 
 

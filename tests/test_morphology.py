@@ -13,7 +13,7 @@ from monai.data import MetaTensor
 from scipy import stats
 
 from brainsynth.core.errors import DataError
-from brainsynth.core.transforms import build_transforms, transform_settings
+from brainsynth.library.volume_transforms import build_transforms, transform_settings
 from brainsynth.plugins.metrics.morphology import measure_many, measure_morphology, tissue_means
 
 

@@ -191,7 +191,8 @@ def test_sampling_a_level_the_prior_never_saw_is_one_line(runs, run_cli):
 
 
 def test_older_mappings_without_a_range_skip_the_warning():
-    from brainsynth.core.data import ConditioningTable, Variable, VariableMapping
+    from brainsynth.core.data import Variable
+    from brainsynth.library.conditioning_table import ConditioningTable, VariableMapping
 
     fitted = VariableMapping.fit(Variable("age"), [60, 70, 75], "t.tsv")
     assert (fitted.minimum, fitted.maximum) == (60.0, 75.0)

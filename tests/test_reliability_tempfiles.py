@@ -14,7 +14,7 @@ import torch
 from _toy_plugin import recipe_text
 from conftest import write_token_grids
 
-from brainsynth.core.data import list_subjects
+from brainsynth.library.subjects import list_subjects
 
 DATA_SUFFIXES = (".nii", ".nii.gz", ".npy", ".png", ".csv", ".json", ".pt")
 

@@ -4,7 +4,7 @@ A criterion turns discriminator logits into losses: `generator_loss` (the genera
 reconstructions judged real), `discriminator_loss` (half real + half fake, as the original) and
 `realism_map` (the element-wise generator loss: the per-patch map ``extract`` can save). Losses
 are unweighted: the adversarial weight, its warm-up and the adaptive weight belong to the
-training loop (see `weighting`). Logits are cast to fp32 first (safe under autocast).
+training loop (see `brainsynth.library.adversarial_weighting`). Logits are cast to fp32 first (safe under autocast).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from brainsynth.core.templates import (
+from brainsynth.library.mni_template import (
     MniTemplate,
     load_mni_template,
     medial_temporal_weight,

@@ -34,10 +34,11 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 
-from brainsynth.core.data import VolumeSource, cache_root, list_subjects
+from brainsynth.library.subjects import list_subjects
+from brainsynth.library.volume_data import VolumeSource, cache_root
 from brainsynth.core.errors import BrainsynthError, DataError
 from brainsynth.core.run_log import Progress
-from brainsynth.core.transforms import transform_settings
+from brainsynth.library.volume_transforms import transform_settings
 
 from .cohort_synthesis import cohort_grid, draw_subject, synthesize
 

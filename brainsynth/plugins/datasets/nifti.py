@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from brainsynth.core.data import Subject, VolumeSource, list_subjects
-from brainsynth.core.transforms import transform_settings
+from brainsynth.core.data import Subject
+from brainsynth.library.subjects import list_subjects
+from brainsynth.library.volume_data import VolumeSource
+from brainsynth.library.volume_transforms import transform_settings
 
 
 class NiftiSource(VolumeSource):

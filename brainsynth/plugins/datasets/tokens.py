@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainsynth.core.data import DataSource, Subject, subject_name
+from brainsynth.core.data import DataSource, Subject
+from brainsynth.library.subjects import subject_name
 from brainsynth.core.errors import DataError
 from brainsynth.core.run_log import warn
-from brainsynth.core.token_files import META_FILE, listed_grids, read_meta, stale_note
+from brainsynth.library.token_files import META_FILE, listed_grids, read_meta, stale_note
 
 
 def _list_token_files(source: Path) -> list[Path]:

@@ -60,7 +60,7 @@ import torch
 from scipy import ndimage
 
 from brainsynth.core.errors import DataError
-from brainsynth.core.templates import load_mni_template, template_mask_on_grid, voxel_world_coordinates
+from brainsynth.library.mni_template import load_mni_template, template_mask_on_grid, voxel_world_coordinates
 
 VENTRICLE_SEARCH_MM = 10
 """The template's lateral ventricles are dilated by this much to find enlarged ones."""

@@ -17,7 +17,7 @@ from brainsynth.core.errors import DataError
 
 def read_samples(folder: Path) -> tuple[list[Path], list[dict] | None]:
     """The sample files of `folder` and their conditioning (from ``samples.csv`` if there is one)."""
-    from brainsynth.core.data import list_subjects, read_table  # torch and MONAI: only when the command runs
+    from brainsynth.library.subjects import list_subjects, read_table  # torch and MONAI: only when the command runs
 
     table = folder / "samples.csv"
     if not table.is_file():
@@ -38,7 +38,7 @@ def read_samples(folder: Path) -> tuple[list[Path], list[dict] | None]:
 
 
 def _real_conditioning(table: Path, names: list[str]) -> list[dict]:
-    from brainsynth.core.data import read_table
+    from brainsynth.library.subjects import read_table
 
     header, rows = read_table(table)
     if "subject" not in header:
@@ -52,7 +52,7 @@ def _real_conditioning(table: Path, names: list[str]) -> list[dict]:
 
 def _reconstructions(folder: Path, real: list[Path]) -> tuple[list[Path], list[Path]]:
     """Real brains that have a reconstruction of the same name in `folder`, paired."""
-    from brainsynth.core.data import list_subjects, subject_name
+    from brainsynth.library.subjects import list_subjects, subject_name
 
     made = {subject.name: subject.path for subject in list_subjects(folder)}
     pairs = [(path, made[subject_name(path)]) for path in real if subject_name(path) in made]
@@ -94,7 +94,7 @@ def add_commands(cli: click.Group) -> None:
     def report(out, samples_dir, real_source, real_conditioning, reconstructed, recipe, fid_weights, extra, title,
                overwrite) -> None:
         """Evaluate generated brains against real ones and write the report folder OUT."""
-        from brainsynth.core.data import list_subjects, subject_name
+        from brainsynth.library.subjects import list_subjects, subject_name
 
         from brainsynth.plugins.metrics.reconstruction_evaluation import evaluate_reconstructions
         from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples

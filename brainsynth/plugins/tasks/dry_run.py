@@ -12,13 +12,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from brainsynth.core.data import ConditioningTable
+from brainsynth.library.conditioning_table import ConditioningTable
 from brainsynth.core.dry_run import DryRun, DryRunModel, build_without_weights, parameter_count
 from brainsynth.core.errors import BrainsynthError, RecipeError
 from brainsynth.core.prior import as_variables
 from brainsynth.core.recipe import Recipe, load_recipe, recipe_from_text
 from brainsynth.core.registry import Registry
-from brainsynth.core.transforms import transform_settings
+from brainsynth.library.volume_transforms import transform_settings
 
 
 def roi_size(data: dict[str, Any] | None) -> tuple[int, ...] | None:

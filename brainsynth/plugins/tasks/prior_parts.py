@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from brainsynth.core.data import ConditioningTable, DataSource, subject_name
+from brainsynth.core.data import DataSource
+from brainsynth.library.conditioning_table import ConditioningTable
+from brainsynth.library.subjects import subject_name
 from brainsynth.core.errors import DataError, RecipeError, RunError
 from brainsynth.core.ordering import Ordering
 from brainsynth.core.prior import Conditioning, Prior, as_variables, teacher_forcing_inputs

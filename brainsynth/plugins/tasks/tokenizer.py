@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,14 +14,14 @@ import torch
 
 from brainsynth.core.checkpoint import load_checkpoint
 from brainsynth.core.errors import DataError, RecipeError, RunError
-from brainsynth.core.files import is_data_file, write_bytes_atomic, write_nifti_atomic, write_npy_atomic
+from brainsynth.core.files import is_data_file, write_nifti_atomic, write_npy_atomic
 from brainsynth.core.runner import Run
 from brainsynth.core.schema import NonNegativeFloat, NonNegativeInt, PositiveInt
 from brainsynth.core.task import Section, Task
 from brainsynth.core.loop import LoopConfig, Position, Trained, TrainingLoop, evaluation_due
-from brainsynth.core.token_files import META_FILE, listed_grids, stale_note
+from brainsynth.library.token_files import listed_grids, read_meta, stale_note, write_meta
 from brainsynth.core.precision import autocast
-from brainsynth.plugins.adversarial.weighting import adaptive_weight, last_layer_weight, scheduled_weight
+from brainsynth.library.adversarial_weighting import adaptive_weight, last_layer_weight, scheduled_weight
 
 DEFAULT_METRICS = ("ms_ssim", "mae", "mse", "psnr")
 
@@ -332,7 +331,7 @@ class TokenizerTask(Task):
                         "space": state["extra"].get("space"), "affines": affines,
                         "tokenizer_run": str(run.directory.resolve()),
                         "conditioning_table": str(Path(table).resolve()) if table is not None else None}
-                write_bytes_atomic(folder / META_FILE, json.dumps(meta).encode())
+                write_meta(folder, meta)
                 stale = listed_grids(folder)[1]
                 if stale:
                     run.say(f"warning: extract {split}: {stale_note(folder, stale, len(affines))}")
@@ -380,8 +379,7 @@ class TokenizerTask(Task):
                         f"to {_shape(network.output_shape(grid.shape))}). The grid comes from another tokenizer or "
                         f"ROI; decode it with that one."
                     )
-                meta_path = path.parent / META_FILE
-                affines = json.loads(meta_path.read_text()).get("affines", {}) if meta_path.is_file() else {}
+                affines = read_meta(path.parent).get("affines", {})
                 affine = np.asarray(affines.get(path.stem, default_affine))
                 volume = network.decode_tokens(torch.from_numpy(grid.astype(np.int64))[None].to(run.device))
                 target = out_root / path.parent.relative_to(source)

@@ -1,7 +1,7 @@
 """The first transform of every volume chain: read a NIfTI file through nibabel and check it.
 
 In a module of its own because it subclasses a MONAI transform (MONAI's caching datasets cache up
-to the first transform that is not one): `transforms` imports it when a chain is built, so that
+to the first transform that is not one): `volume_transforms` imports it when a chain is built, so that
 validating a recipe costs no MONAI import.
 """
 
@@ -15,7 +15,7 @@ import torch
 from monai.data import NibabelReader
 from monai.transforms import LoadImage, MapTransform
 
-from .transforms import IMAGE_KEY, ConstantVolumeError, VolumeError
+from .volume_transforms import IMAGE_KEY, ConstantVolumeError, VolumeError
 
 
 class LoadVolumed(MapTransform):

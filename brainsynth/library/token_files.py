@@ -2,6 +2,7 @@
 
 Shared by the tokenizer task (which writes and decodes grids) and the ``tokens`` dataset (which
 reads them), so that a grid left over from another extract, or a temporary file, is never data.
+This is the one module that reads and writes ``tokens.json``.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import DataError
-from .files import is_data_file
+from brainsynth.core.errors import DataError
+from brainsynth.core.files import is_data_file, write_bytes_atomic
 
 META_FILE = "tokens.json"
 """Written by ``extract`` beside the grids: codebook size ``num_embeddings``, ``grid``, the
@@ -28,6 +29,11 @@ def read_meta(folder: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read ({exc}); extract the token grids again.") from None
+
+
+def write_meta(folder: Path, meta: dict) -> Path:
+    """Write `meta` as the ``tokens.json`` of a folder of grids, atomically."""
+    return write_bytes_atomic(Path(folder) / META_FILE, json.dumps(meta).encode())
 
 
 def listed_grids(folder: Path) -> tuple[list[Path], list[Path]]:

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .errors import BrainsynthError, DataError, RecipeError
+from brainsynth.core.errors import BrainsynthError, DataError, RecipeError
 
 IMAGE_KEY = "image"
 
