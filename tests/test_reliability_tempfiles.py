@@ -39,7 +39,8 @@ def assert_not_data(name: str) -> None:
 
 
 def test_nifti_writes_use_names_no_listing_takes_for_data(tmp_path, renamed):
-    from brainsynth.plugins.tasks import tokenizer, volumes
+    from brainsynth.library import volume_files as volumes
+    from brainsynth.plugins.tasks import tokenizer
 
     volume = torch.rand(1, 4, 5, 6)
     volumes.write_nifti(tmp_path / "a.nii.gz", volume, np.eye(4))

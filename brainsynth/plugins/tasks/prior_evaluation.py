@@ -32,9 +32,9 @@ from brainsynth.core.runner import Run
 from brainsynth.core.schema import component_block
 from brainsynth.plugins.metrics.reconstruction_evaluation import evaluate_reconstructions
 from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
+from brainsynth.library.volume_files import write_nifti
 
 from .prior_parts import PriorParts
-from .volumes import write_nifti
 
 EVALUATION_FOLDER = "evaluation"
 

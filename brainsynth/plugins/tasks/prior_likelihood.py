@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from brainsynth.core.runner import Run
 from brainsynth.core.files import write_bytes_atomic, write_npy_atomic
 from brainsynth.core.schema import PositiveInt
+from brainsynth.library.volume_files import write_nifti
 
 from .prior_parts import PriorParts, image_space
-from .volumes import write_nifti
 
 
 @dataclasses.dataclass
