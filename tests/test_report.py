@@ -15,7 +15,7 @@ from _data_fixtures import tiny_cohort, write_nifti  # noqa: F401  (fixture)
 
 from brainsynth.core.errors import DataError, RunError
 from brainsynth.plugins.reports import ReportInputs, write_report
-from brainsynth.plugins.reports.figures import load_ras, mid_slice
+from brainsynth.library.volume_files import VIEWS, load_ras, mid_slice
 
 AFFINE = np.array([[3.0, 0, 0, -48.0], [0, 3.0, 0, -66.0], [0, 0, 3.0, -36.0], [0, 0, 0, 1]])
 
@@ -142,12 +142,12 @@ def test_slices_are_shown_right_on_the_right_and_superior_up(tmp_path):
     ras, zooms = load_ras(write_nifti(tmp_path / "lps.nii.gz", volume, flipped))
     assert ras[8, 10, 6] == 1.0 and tuple(zooms) == (2.0, 2.0, 2.0)
 
-    axial, _ = mid_slice(ras[:, :, [6] * 8], zooms, "axial")  # shown with origin="lower"
+    axial = mid_slice(ras[:, :, [6] * 8], VIEWS["axial"])  # row 0 on top
     rows, columns = np.nonzero(axial)
-    assert columns[0] > axial.shape[1] / 2 and rows[0] > axial.shape[0] / 2  # right, anterior (up)
-    coronal, _ = mid_slice(ras[:, [10] * 12, :], zooms, "coronal")
+    assert columns[0] > axial.shape[1] / 2 and rows[0] < axial.shape[0] / 2  # right, anterior (up)
+    coronal = mid_slice(ras[:, [10] * 12, :], VIEWS["coronal"])
     rows, columns = np.nonzero(coronal)
-    assert columns[0] > coronal.shape[1] / 2 and rows[0] > coronal.shape[0] / 2  # right, superior (up)
+    assert columns[0] > coronal.shape[1] / 2 and rows[0] < coronal.shape[0] / 2  # right, superior (up)
 
 
 def test_report_command_evaluates_a_samples_folder(tmp_path, tiny_cohort, run_cli):  # noqa: F811

@@ -8,20 +8,17 @@ A run directory is a record, so everything written there goes through here:
 * `temporary_path` names the file an atomic write goes to first: hidden, ending in
   ``.tmp-<pid>``, so no data pattern (``*.nii``, ``*.nii.gz``, ``*.npy``) can match it, and the
   process that wrote it can be told alive or dead;
-* `write_bytes_atomic` (and its ``.npy`` and NIfTI forms) writes through such a name and renames;
-  a write that fails (a full disk) removes its temporary file at once;
+* `write_bytes_atomic`, the one atomic writer (its ``.npy`` and NIfTI forms are in
+  `brainsynth.library.volume_files`), writes through such a name and renames; a write that
+  fails (a full disk) removes its temporary file at once;
 * `remove_leftovers` deletes what interrupted writes left behind when a mode starts again.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import re
 from pathlib import Path
-
-import numpy as np
 
 from .errors import RecipeError, RunError
 
@@ -109,21 +106,6 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 def named(exc: OSError, path: str | os.PathLike) -> OSError:
     """The OSError of a write (a full disk) naming the file it was writing, so that its one line does."""
     return OSError(exc.errno, exc.strerror or str(exc), exc.filename or str(path))
-
-
-def write_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
-    """An array written to `path` as ``.npy`` through a temporary file (removed again if the write fails)."""
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return write_bytes_atomic(path, buffer.getvalue())
-
-
-def write_nifti_atomic(path: str | os.PathLike, image) -> Path:
-    """A nibabel image written to `path` (``.nii`` or ``.nii.gz``) through a temporary file."""
-    data = image.to_bytes()
-    if str(path).lower().endswith(".gz"):
-        data = gzip.compress(data, compresslevel=6, mtime=0)
-    return write_bytes_atomic(path, data)
 
 
 def process_exists(pid: int) -> bool:

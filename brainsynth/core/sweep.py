@@ -374,10 +374,6 @@ def render_markdown(sweep: Sweep, columns: list[str], rows: list[dict[str, Any]]
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
 def write_tables(sweep: Sweep, outcomes: dict[str, Outcome]) -> Path:
     """Rewrite ``sweep.csv`` and ``sweep.md`` in the sweep's directory; returns the directory."""
     columns, rows = table_rows(sweep, outcomes)
@@ -386,6 +382,6 @@ def write_tables(sweep: Sweep, outcomes: dict[str, Outcome]) -> Path:
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(sweep.directory / "sweep.csv", buffer.getvalue())
-    _write_atomic(sweep.directory / "sweep.md", render_markdown(sweep, columns, rows))
+    write_bytes_atomic(sweep.directory / "sweep.csv", buffer.getvalue().encode())
+    write_bytes_atomic(sweep.directory / "sweep.md", render_markdown(sweep, columns, rows).encode())
     return sweep.directory

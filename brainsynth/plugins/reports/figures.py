@@ -1,7 +1,8 @@
 """The report's PNG figures: slice montages, calibration, volume distributions and sharpness.
 
 Volumes are shown in neurological convention after reorienting to RAS with nibabel (the
-subject's right on the right, superior up, anterior up in axial slices), each
+subject's right on the right, superior up, anterior up in axial slices: the one orientation of
+`brainsynth.library.volume_files.mid_slice`), each
 windowed from 0 to its own 99.5th percentile, with voxel spacing respected. Figures are drawn
 with matplotlib's object API on an Agg canvas, so no display and no global backend change.
 """
@@ -12,19 +13,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import stats
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from brainsynth.core.errors import DataError
+from brainsynth.library.volume_files import VIEWS, load_ras, mid_slice, slice_aspect
 from brainsynth.plugins.metrics.calibration import COVERAGE_BAND_SD, calibrate, real_band
 from brainsynth.plugins.metrics.group_effect import cohens_d
 from brainsynth.plugins.metrics.wasserstein import wasserstein_1d, wasserstein_joint
-
-AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
-"""View name -> RAS axis the slice is taken across."""
 
 VARIABLE_LABELS = {
     "ventricular_volume": "Ventricular volume", "brain_volume": "Brain volume",
@@ -38,28 +36,6 @@ class Panel:
 
     path: Path
     caption: str = ""
-
-
-def load_ras(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The volume at `path` reoriented to RAS, and its voxel sizes (mm)."""
-    try:
-        image = nib.as_closest_canonical(nib.load(str(path)))
-        array = np.asarray(image.dataobj, dtype=np.float32)
-    except Exception as exc:
-        raise DataError(f"{path}: cannot read this volume for the report ({exc}).") from None
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim != 3:
-        raise DataError(f"{path}: the report shows 3D volumes, this one has shape {array.shape}.")
-    return array, np.asarray(image.header.get_zooms()[:3], dtype=np.float64)
-
-
-def mid_slice(volume: np.ndarray, zooms: np.ndarray, view: str) -> tuple[np.ndarray, float]:
-    """The middle slice for `view`, transposed for ``imshow(origin="lower")``, and its aspect."""
-    axis = AXES[view]
-    plane = np.take(volume, volume.shape[axis] // 2, axis=axis)
-    rows, cols = [a for a in range(3) if a != axis][::-1]  # vertical: the later RAS axis (S or A)
-    return plane.T, float(zooms[rows] / zooms[cols])
 
 
 def _save(figure: Figure, path: Path) -> None:
@@ -85,9 +61,9 @@ def slice_montage(groups: Sequence[tuple[str, Sequence[Panel]]], view: str, path
             if column >= len(panels):
                 continue
             volume, zooms = load_ras(panels[column].path)
-            plane, aspect = mid_slice(volume, zooms, view)
+            plane, aspect = mid_slice(volume, VIEWS[view]), slice_aspect(zooms, VIEWS[view])
             top = float(np.percentile(volume, 99.5)) or 1.0
-            ax.imshow(plane, cmap="gray", origin="lower", vmin=min(0.0, float(volume.min())), vmax=top, aspect=aspect,
+            ax.imshow(plane, cmap="gray", origin="upper", vmin=min(0.0, float(volume.min())), vmax=top, aspect=aspect,
                       interpolation="nearest")
             name = Path(panels[column].path).name.removesuffix(".gz").removesuffix(".nii")
             ax.set_title(name if not panels[column].caption else f"{name}\n{panels[column].caption}", fontsize=8)

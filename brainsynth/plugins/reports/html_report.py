@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 
 from brainsynth.core.errors import DataError, RunError
+from brainsynth.library.volume_files import VIEWS
 
 from .figures import (
-    AXES,
     Panel,
     group_effect_strip,
     morphology_scatter,
@@ -251,7 +251,7 @@ def _figures(folder: Path, inputs: ReportInputs) -> list[Section]:
     montages = []
     if any(panels for _, panels in groups):
         shown = " vs ".join(label for label, panels in groups if panels)
-        for view in AXES:
+        for view in VIEWS:
             name = f"montage_{view}.png"
             slice_montage(groups, view, folder / name, title=f"{shown}: {view} mid-slices")
             montages.append((name, f"{view.capitalize()} mid-slices: {shown}."))

@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from brainsynth.core.runner import Run
-from brainsynth.core.files import write_bytes_atomic, write_npy_atomic
+from brainsynth.core.files import write_bytes_atomic
 from brainsynth.core.schema import PositiveInt
-from brainsynth.library.volume_files import write_nifti
+from brainsynth.library.volume_files import write_nifti, write_npy_atomic
 
 from .prior_parts import PriorParts, image_space
 

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from brainsynth.core.errors import RecipeError, RunError
-from brainsynth.core.files import write_bytes_atomic, write_npy_atomic
+from brainsynth.core.files import write_bytes_atomic
 from brainsynth.core.runner import Run
 from brainsynth.core.sampling import check_guidance, sample
 from brainsynth.core.schema import NonNegativeFloat, PositiveFloat, PositiveInt, Range
-from brainsynth.library.volume_files import mid_slices, write_nifti, write_png
+from brainsynth.library.volume_files import mid_slices, write_nifti, write_npy_atomic, write_png
 
 from .prior_parts import PriorParts
 

@@ -8,13 +8,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from brainsynth.core.checkpoint import load_checkpoint
 from brainsynth.core.errors import DataError, RecipeError, RunError
-from brainsynth.core.files import is_data_file, write_nifti_atomic, write_npy_atomic
+from brainsynth.core.files import is_data_file
 from brainsynth.core.runner import Run
 from brainsynth.core.schema import NonNegativeFloat, NonNegativeInt, PositiveInt
 from brainsynth.core.task import Section, Task
@@ -22,6 +21,7 @@ from brainsynth.core.loop import LoopConfig, Position, Trained, TrainingLoop, ev
 from brainsynth.library.token_files import listed_grids, read_meta, stale_note, write_meta
 from brainsynth.core.precision import autocast
 from brainsynth.library.adversarial_weighting import adaptive_weight, last_layer_weight, scheduled_weight
+from brainsynth.library.volume_files import mid_slices, write_nifti, write_npy_atomic
 
 DEFAULT_METRICS = ("ms_ssim", "mae", "mse", "psnr")
 
@@ -79,15 +79,6 @@ def _frozen(module: torch.nn.Module):
             p.requires_grad_(flag)
 
 
-def _mid_slices(volume: torch.Tensor) -> np.ndarray:
-    """[C, X, Y, Z] -> one [H, W] image of the three central slices side by side, in [0, 1]."""
-    v = volume[0].detach().float().cpu().numpy()
-    slices = [v[v.shape[0] // 2], v[:, v.shape[1] // 2], v[:, :, v.shape[2] // 2]]
-    height = max(s.shape[0] for s in slices)
-    padded = [np.pad(s, ((0, height - s.shape[0]), (0, 0))) for s in slices]
-    return np.clip(np.concatenate(padded, axis=1), 0, 1)
-
-
 def _affine(image: torch.Tensor, index: int) -> np.ndarray:
     affine = getattr(image, "affine", None)
     if affine is None:
@@ -98,12 +89,6 @@ def _affine(image: torch.Tensor, index: int) -> np.ndarray:
 
 def _shape(shape) -> str:
     return "x".join(str(int(s)) for s in shape)
-
-
-def _write_nifti(path: Path, volume: torch.Tensor, affine: np.ndarray) -> None:
-    array = volume.detach().float().cpu().numpy()
-    array = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
-    write_nifti_atomic(path, nib.Nifti1Image(array.astype(np.float32), affine))
 
 
 class TokenizerTask(Task):
@@ -183,7 +168,7 @@ class TokenizerTask(Task):
             evaluations = (epoch + 1) // config["eval_every"]
             if evaluations % config["image_every"] == 0 and run.dist.is_main and evaluation["example"] is not None:
                 real, recon = evaluation["example"]
-                run.log.log_image("val/real_vs_reconstruction", np.concatenate([_mid_slices(real), _mid_slices(recon)], axis=0), loop.step)
+                run.log.log_image("val/real_vs_reconstruction", np.concatenate([mid_slices(real), mid_slices(recon)], axis=0), loop.step)
             return {f"val_{k}": v for k, v in summary.items()}
 
         direction = "max" if metric_objects[best_metric].higher_is_better else "min"
@@ -319,7 +304,7 @@ class TokenizerTask(Task):
                     if outputs["reconstructions"]:
                         recon_folder.mkdir(parents=True, exist_ok=True)
                         recon = network.decode_tokens(torch.from_numpy(tokens.astype(np.int64))[None].to(run.device))
-                        _write_nifti(recon_folder / f"{item['subject']}.nii.gz", recon[0], affine)
+                        write_nifti(recon_folder / f"{item['subject']}.nii.gz", recon[0], affine)
                     bar.update()
             if run.dist.is_distributed:
                 gathered = [None] * run.dist.world_size
@@ -384,7 +369,7 @@ class TokenizerTask(Task):
                 volume = network.decode_tokens(torch.from_numpy(grid.astype(np.int64))[None].to(run.device))
                 target = out_root / path.parent.relative_to(source)
                 target.mkdir(parents=True, exist_ok=True)
-                _write_nifti(target / f"{path.stem}.nii.gz", volume[0], affine)
+                write_nifti(target / f"{path.stem}.nii.gz", volume[0], affine)
                 written += 1
                 bar.update()
         run.say(f"decode: {written} volumes in {out_root}")
