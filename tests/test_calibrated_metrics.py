@@ -13,12 +13,13 @@ from scipy import ndimage
 from scipy.optimize import linprog
 from scipy.spatial.distance import cdist
 
-from brainsynth.plugins.metrics.calibration import Band, calibrate, coverage, real_band
+from brainsynth.library.morphology_calibration import Band, calibrate, coverage, real_band
 from brainsynth.plugins.metrics.morphology_preservation import MorphologyPreservation
-from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
-from brainsynth.plugins.metrics.sharpness import Sharpness, mean_gradient, sharpness_ratio
-from brainsynth.plugins.metrics.volume_sets import load_volume_set
-from brainsynth.plugins.metrics.wasserstein import wasserstein_1d, wasserstein_joint
+from brainsynth.library.sample_evaluation import evaluate_samples
+from brainsynth.library.volume_sharpness import mean_gradient, sharpness_ratio
+from brainsynth.plugins.metrics.sharpness import Sharpness
+from brainsynth.library.volume_sets import load_volume_set
+from brainsynth.library.wasserstein_distance import wasserstein_1d, wasserstein_joint
 
 
 def test_calibration_of_a_known_line():
@@ -82,7 +83,7 @@ def test_joint_wasserstein_is_exact_optimal_transport():
 
 
 def test_joint_wasserstein_beyond_the_exact_size_subsamples(monkeypatch):
-    import brainsynth.plugins.metrics.wasserstein as module
+    import brainsynth.library.wasserstein_distance as module
 
     monkeypatch.setattr(module, "EXACT_POINTS", 6)
     real = np.array(list(itertools.product([0.0, 1.0], [0.0, 1.0, 2.0])))  # lcm(6, 7) = 42 > 6

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from brainsynth.plugins.metrics.group_effect import cohens_d, group_effects
+from brainsynth.library.group_effect_size import cohens_d, group_effects
 
 
 def test_cohens_d_of_known_groups():

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from brainsynth.plugins.metrics.calibration import MIN_INSTRUMENT_BRAINS, fit_instrument
-from brainsynth.plugins.metrics.morphology_preservation import read_through_instrument, summarise_calibration
+from brainsynth.library.morphology_calibration import MIN_INSTRUMENT_BRAINS, fit_instrument
+from brainsynth.library.morphology_summaries import read_through_instrument, summarise_calibration
 
 
 def test_line_is_recovered_and_inverted():

@@ -14,7 +14,7 @@ from scipy import stats
 
 from brainsynth.core.errors import DataError
 from brainsynth.library.volume_transforms import build_transforms, transform_settings
-from brainsynth.plugins.metrics.morphology import measure_many, measure_morphology, tissue_means
+from brainsynth.library.morphology_measurement import measure_many, measure_morphology, tissue_means
 
 
 def _truth(folder) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -50,7 +50,7 @@ import pytest
 from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
 from scipy import ndimage, stats
 
-from brainsynth.plugins.metrics.morphology import (
+from brainsynth.library.morphology_measurement import (
     TissueContrast,
     measure_morphology,
     reference_contrast,

@@ -185,7 +185,7 @@ def test_losses_discriminator_and_adversarial_loss(guide):
 
 
 def test_metric_and_set_metric(guide):
-    from brainsynth.plugins.metrics.volume_sets import VolumeSet  # what the evaluation passes a set metric
+    from brainsynth.library.volume_sets import VolumeSet  # what the evaluation passes a set metric
 
     metric = guide.registry.build("metric", {"name": "max_error"})
     target = torch.zeros(3, 1, 4, 4, 4)

@@ -19,10 +19,11 @@ from brainsynth.core.errors import CheckpointError, DataError, RecipeError
 from brainsynth.plugins.metrics.feature_networks import medicalnet_features
 from brainsynth.plugins.metrics.fid import FrechetDistance, frechet_distance
 from brainsynth.plugins.metrics.mmd import MaximumMeanDiscrepancy
-from brainsynth.plugins.metrics.morphology_preservation import MorphologyPreservation, agreement
+from brainsynth.library.morphology_summaries import agreement
+from brainsynth.plugins.metrics.morphology_preservation import MorphologyPreservation
 from brainsynth.plugins.metrics.ms_ssim_diversity import MultiScaleSSIMDiversity, distinct_pairs
-from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
-from brainsynth.plugins.metrics.volume_sets import load_volume_set
+from brainsynth.library.sample_evaluation import evaluate_samples
+from brainsynth.library.volume_sets import load_volume_set
 
 SHAPE = (48, 48, 48)  # the smallest grid a 5-scale MS-SSIM accepts
 SMALL = (24, 24, 24)  # enough for the feature networks and MMD

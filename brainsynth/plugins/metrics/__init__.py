@@ -7,9 +7,10 @@ volume; ``higher_is_better`` tells which way is better.
 
 A set metric (kind ``set_metric``: the prior's ``evaluation.metrics``; ``ms_ssim_diversity``,
 ``mmd``, ``fid``, ``sharpness``, ``morphology_preservation``) compares a set of generated brains
-with real ones, called as ``metric(samples, references)`` on two `VolumeSet` (see `volume_sets`).
-`evaluate_samples` in `sample_evaluation` runs them all. Two kinds, so that a recipe naming one
-where the other belongs is refused by ``validate`` with the names that fit.
+with real ones, called as ``metric(samples, references)`` on two `VolumeSet` (see
+`brainsynth.library.volume_sets`). `evaluate_samples` in `brainsynth.library.sample_evaluation`
+runs them all. Two kinds, so that a recipe naming one where the other belongs is refused by
+``validate`` with the names that fit.
 """
 
 from brainsynth.core.hookspecs import hookimpl

@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 
 from brainsynth.core.errors import DataError
+from brainsynth.library.volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
 
 from .feature_networks import VolumeFeatures, medicalnet_features, random_features
-from .volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
 
 
 def frechet_distance(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -18,8 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from brainsynth.core.errors import DataError
-
-from .volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
+from brainsynth.library.volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
 
 
 def pooled_features(volumes: torch.Tensor, pool: int) -> torch.Tensor:

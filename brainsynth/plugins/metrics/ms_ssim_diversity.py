@@ -21,8 +21,9 @@ import itertools
 import numpy as np
 import torch
 
+from brainsynth.library.volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
+
 from .ms_ssim import ms_ssim
-from .volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
 
 
 def distinct_pairs(count: int, max_pairs: int, seed: int = 0) -> list[tuple[int, int]]:

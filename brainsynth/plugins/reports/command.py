@@ -96,8 +96,8 @@ def add_commands(cli: click.Group) -> None:
         """Evaluate generated brains against real ones and write the report folder OUT."""
         from brainsynth.library.subjects import list_subjects, subject_name
 
-        from brainsynth.plugins.metrics.reconstruction_evaluation import evaluate_reconstructions
-        from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
+        from brainsynth.library.reconstruction_evaluation import evaluate_reconstructions
+        from brainsynth.library.sample_evaluation import evaluate_samples
 
         from .html_report import ReportInputs, write_report
 

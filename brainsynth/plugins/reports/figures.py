@@ -19,10 +19,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from brainsynth.core.errors import DataError
+from brainsynth.library.group_effect_size import cohens_d
+from brainsynth.library.morphology_calibration import COVERAGE_BAND_SD, calibrate, real_band
 from brainsynth.library.volume_files import VIEWS, load_ras, mid_slice, slice_aspect
-from brainsynth.plugins.metrics.calibration import COVERAGE_BAND_SD, calibrate, real_band
-from brainsynth.plugins.metrics.group_effect import cohens_d
-from brainsynth.plugins.metrics.wasserstein import wasserstein_1d, wasserstein_joint
+from brainsynth.library.wasserstein_distance import wasserstein_1d, wasserstein_joint
 
 VARIABLE_LABELS = {
     "ventricular_volume": "Ventricular volume", "brain_volume": "Brain volume",

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from brainsynth.core.errors import DataError, RunError
+from brainsynth.library.morphology_summaries import JOINT_VARIABLES
 from brainsynth.library.volume_files import VIEWS
 
 from .figures import (
@@ -76,7 +77,6 @@ VARIABLE_NAMES = {
     "ventricular_volume": "ventricular volume", "brain_volume": "brain volume",
     "medial_temporal_volume": "medial temporal volume",
 }
-JOINT_VARIABLES = ("ventricular_volume", "brain_volume")
 
 GROUP_EFFECT_DESCRIPTIONS = {
     "samples": "Cohen's d of the samples' measured {name} between {group} levels (higher level minus lower, over "

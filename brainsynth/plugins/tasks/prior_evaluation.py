@@ -30,8 +30,8 @@ import torch
 from brainsynth.core.errors import DataError, RunError
 from brainsynth.core.runner import Run
 from brainsynth.core.schema import component_block
-from brainsynth.plugins.metrics.reconstruction_evaluation import evaluate_reconstructions
-from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
+from brainsynth.library.reconstruction_evaluation import evaluate_reconstructions
+from brainsynth.library.sample_evaluation import evaluate_samples
 from brainsynth.library.volume_files import write_nifti
 
 from .prior_parts import PriorParts

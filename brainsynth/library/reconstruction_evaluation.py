@@ -20,8 +20,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .calibration import calibrate
-from .morphology_preservation import (
+from .morphology_calibration import calibrate
+from .morphology_summaries import (
     MORPHOLOGY_VARIABLES,
     describe_instrument,
     measure_set,
@@ -29,7 +29,7 @@ from .morphology_preservation import (
     set_contrast,
     summarise_calibration,
 )
-from .sharpness import set_sharpness, sharpness_ratio
+from .volume_sharpness import set_sharpness, sharpness_ratio
 from .volume_sets import SetMetricResult, load_volume_set
 
 

@@ -2,7 +2,7 @@
 
 This is what a pipeline's evaluation step calls::
 
-    from brainsynth.plugins.metrics.sample_evaluation import evaluate_samples
+    from brainsynth.library.sample_evaluation import evaluate_samples
 
     summary, rows, notes = evaluate_samples(
         samples=[".../samples/sample_00000.nii.gz", ...],     # NIfTI paths or 3D arrays/tensors
@@ -40,7 +40,7 @@ import torch
 
 from brainsynth.core.errors import RecipeError, RegistryError
 
-from .morphology_preservation import MORPHOLOGY_VARIABLES
+from .morphology_summaries import MORPHOLOGY_VARIABLES
 from .volume_sets import load_volume_set
 
 DEFAULT_SET_METRICS = ("ms_ssim_diversity", "mmd", "fid", "sharpness", "morphology_preservation")
