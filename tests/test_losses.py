@@ -12,9 +12,9 @@ from brainsynth.core import global_batch
 from brainsynth.core.errors import CheckpointError, RecipeError
 from brainsynth.core.plugins import registry
 from brainsynth.plugins.losses.backbones import RandomBackbone, build_backbone
-from brainsynth.plugins.losses.lpips_alex import LPIPSAlex, installed_stlpips_weights, load_lpips_alex
-from brainsynth.plugins.losses.lpips_squeeze import LPIPSSqueeze, load_lpips_squeeze
-from brainsynth.plugins.losses.lpips_vgg import LPIPSVGG, installed_stlpips_vgg_weights, load_lpips_vgg
+from brainsynth.library.lpips_alex import LPIPSAlex, installed_stlpips_weights, load_lpips_alex
+from brainsynth.library.lpips_squeeze import LPIPSSqueeze, load_lpips_squeeze
+from brainsynth.library.lpips_vgg import LPIPSVGG, installed_stlpips_vgg_weights, load_lpips_vgg
 from brainsynth.plugins.losses.perceptual import random_slices
 from brainsynth.plugins.losses.spectral import magnitude_loss, phase_loss
 

@@ -4,10 +4,10 @@ Every backbone is a frozen module ``backbone(x, y) -> [N]`` (one distance per im
 with a `label` for the run log, `is_random` (True only for the untrained test backbone) and
 `spatial_dims` (2: applied to slices, 2.5D, on volumes; 3: applied to whole volumes).
 
-* ``alex`` — LPIPS AlexNet (see `lpips_alex`), from `weights` (and `heads` for a torchvision
+* ``alex`` — LPIPS AlexNet (see `brainsynth.library.lpips_alex`), from `weights` (and `heads` for a torchvision
   trunk). Without `weights`, an installed ``stlpips-pytorch`` wheel's file is used if present.
-* ``vgg`` — LPIPS VGG-16 (see `lpips_vgg`), the same way (``vgg_shift_tolerant.pth``).
-* ``squeeze`` — LPIPS SqueezeNet 1.1 (see `lpips_squeeze`): no wheel ships it, so `weights`
+* ``vgg`` — LPIPS VGG-16 (see `brainsynth.library.lpips_vgg`), the same way (``vgg_shift_tolerant.pth``).
+* ``squeeze`` — LPIPS SqueezeNet 1.1 (see `brainsynth.library.lpips_squeeze`): no wheel ships it, so `weights`
   (torchvision's trunk) and `heads` (the lpips package's heads) are both required.
 * ``medicalnet`` — MONAI's 3D ResNet with MedicalNet weights (Chen et al. 2019) from `weights`
   (Tencent's ``resnet_<depth>_23dataset.pth``); LPIPS-style distance over its five stages.
@@ -23,10 +23,10 @@ import torch
 from torch import nn
 
 from brainsynth.core.errors import CheckpointError, RecipeError
-
-from .lpips_alex import BlurPool2d, installed_stlpips_weights, load_lpips_alex, load_strict, read_state_dict, unit_normalize
-from .lpips_squeeze import load_lpips_squeeze
-from .lpips_vgg import installed_stlpips_vgg_weights, load_lpips_vgg
+from brainsynth.library.lpips_alex import BlurPool2d, installed_stlpips_weights, load_lpips_alex, unit_normalize
+from brainsynth.library.lpips_squeeze import load_lpips_squeeze
+from brainsynth.library.lpips_vgg import installed_stlpips_vgg_weights, load_lpips_vgg
+from brainsynth.library.weight_files import load_strict, read_state_dict
 
 BACKBONES = ("alex", "vgg", "squeeze", "medicalnet", "random")
 MEDICALNET_DEPTHS = (10, 18, 34, 50, 101, 152, 200)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from brainsynth.core.errors import CheckpointError, RecipeError
-from brainsynth.plugins.losses.lpips_alex import read_state_dict
+from brainsynth.library.weight_files import read_state_dict
 
 MEDICALNET_FILE = "Tencent MedicalNet's resnet_<depth>_23dataset.pth (or resnet_<depth>.pth)"
 

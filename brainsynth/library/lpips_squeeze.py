@@ -17,7 +17,8 @@ from torch import nn
 
 from brainsynth.core.errors import CheckpointError
 
-from .lpips_alex import LPIPSNetwork, TapTrunk, load_full_lpips, load_torchvision_lpips, read_state_dict
+from .lpips_alex import LPIPSNetwork, TapTrunk, load_full_lpips, load_torchvision_lpips
+from .weight_files import read_state_dict
 
 CHANNELS = (64, 128, 256, 384, 384, 512, 512)
 FIRE = {3: (64, 16, 64), 4: (128, 16, 64), 6: (128, 32, 128), 7: (256, 32, 128),

@@ -28,8 +28,8 @@ from .lpips_alex import (
     installed_stlpips_file,
     load_full_lpips,
     load_torchvision_lpips,
-    read_state_dict,
 )
+from .weight_files import read_state_dict
 
 VGG16_FEATURES = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 """VGG-16 convolutions up to relu5_3 ("M": a max-pool)."""

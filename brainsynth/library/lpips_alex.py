@@ -26,6 +26,8 @@ from torch import nn
 
 from brainsynth.core.errors import CheckpointError
 
+from .weight_files import load_strict, read_state_dict
+
 CHANNELS = (64, 192, 384, 256, 256)
 STLPIPS_FILE = "stlpips_pytorch/weights/vST0.0/alex_shift_tolerant.pth"
 
@@ -173,26 +175,6 @@ def installed_stlpips_file(relative: str) -> Path | None:
 def installed_stlpips_weights() -> Path | None:
     """``alex_shift_tolerant.pth`` of an installed stlpips-pytorch wheel."""
     return installed_stlpips_file(STLPIPS_FILE)
-
-
-def read_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read the {what} ({exc}).") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: the {what} must hold a state dict, found {type(state).__name__}.")
-    return {key.removeprefix("module."): value for key, value in state.items()}
-
-
-def load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[:3]
-        raise CheckpointError(f"{path}: this file does not fit the {what}: {' '.join(first)}") from None
 
 
 def load_full_lpips(model: nn.Module, state: dict[str, torch.Tensor], weights: Path, what: str) -> nn.Module:
