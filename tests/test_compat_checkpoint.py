@@ -27,7 +27,7 @@ from brainsynth.core.plugins import registry
 from brainsynth.core.recipe import load_recipe
 from brainsynth.plugins.compat.checkpoint_import import import_checkpoint
 from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
-from brainsynth.plugins.tokenizers.original_weights import map_original_state_dict
+from brainsynth.library.original_weights import map_original_state_dict
 
 MANIFEST = Path(__file__).parent / "data" / "original_vqvae_state_dict.tsv"
 TINY = {"channels": 8, "levels": 2, "res": 1, "embed_dim": 4, "n_embed": 16}

@@ -17,7 +17,7 @@ from brainsynth.core.tokenizer import Tokenizer, TokenizerOutput
 from brainsynth.plugins.codebooks.vanilla import VanillaCodebook
 from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
 from brainsynth.plugins.tokenizers.blocks import SlimResidualLayer
-from brainsynth.plugins.tokenizers.original_weights import convert_original_state_dict
+from brainsynth.library.original_weights import convert_original_state_dict
 
 MANIFEST = Path(__file__).parent / "data" / "original_vqvae_state_dict.tsv"
 PAPER = {"codebook": {"name": "ema", "num_embeddings": 2048, "decay": 0.5, "commitment_cost": 0.25}}

@@ -30,7 +30,7 @@ from brainsynth.core.errors import BrainsynthError, CheckpointError, RecipeError
 from brainsynth.core.recipe import Recipe
 from brainsynth.core.registry import Registry
 from brainsynth.core.runner import run_directory
-from brainsynth.plugins.tokenizers.original_weights import map_original_state_dict, strip_ddp_prefix
+from brainsynth.library.original_weights import map_original_state_dict, strip_ddp_prefix
 
 from .original_checkpoint import OriginalCheckpoint, load_original, original_kind
 from .prior_import import OUR_NETWORK, build_imported_prior

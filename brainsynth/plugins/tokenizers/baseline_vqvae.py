@@ -6,8 +6,8 @@ layers, transposed conv (or sub-pixel up-sampling at the last stage), activation
 Channels: ``channels // 2`` at every stage but the deepest, which has ``channels``.
 
 Parameter names mirror the original's one-to-one (``encoder.<i>...``, ``decoder.<i>...``, see
-`original_weights.convert_original_state_dict`); the paper configuration has 28,189,473
-parameters, the 2048 x 32 codebook included.
+`brainsynth.library.original_weights.convert_original_state_dict`); the paper configuration has
+28,189,473 parameters, the 2048 x 32 codebook included.
 """
 
 from __future__ import annotations
