@@ -14,7 +14,7 @@ import pytest
 from _data_fixtures import tiny_cohort, write_nifti  # noqa: F401  (fixture)
 
 from brainsynth.core.errors import DataError, RunError
-from brainsynth.plugins.reports import ReportInputs, write_report
+from brainsynth.library.report import ReportInputs, write_report
 from brainsynth.library.volume_files import VIEWS, load_ras, mid_slice
 
 AFFINE = np.array([[3.0, 0, 0, -48.0], [0, 3.0, 0, -66.0], [0, 0, 3.0, -36.0], [0, 0, 0, 1]])

@@ -8,8 +8,7 @@ import matplotlib.image
 import numpy as np
 from _data_fixtures import write_nifti
 
-from brainsynth.plugins.reports import ReportInputs, write_report
-from brainsynth.plugins.reports.html_report import describe_metric
+from brainsynth.library.report import ReportInputs, describe_metric, write_report
 
 AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])
 

@@ -94,12 +94,10 @@ def add_commands(cli: click.Group) -> None:
     def report(out, samples_dir, real_source, real_conditioning, reconstructed, recipe, fid_weights, extra, title,
                overwrite) -> None:
         """Evaluate generated brains against real ones and write the report folder OUT."""
-        from brainsynth.library.subjects import list_subjects, subject_name
-
         from brainsynth.library.reconstruction_evaluation import evaluate_reconstructions
+        from brainsynth.library.report import ReportInputs, write_report
         from brainsynth.library.sample_evaluation import evaluate_samples
-
-        from .html_report import ReportInputs, write_report
+        from brainsynth.library.subjects import list_subjects, subject_name
 
         extra_metrics = dict(_metric(text) for text in extra)
         samples, conditioning = read_samples(samples_dir)

@@ -58,7 +58,7 @@ def pipeline_report(directory: Path, config: dict[str, Any], recipe_text: str) -
         files = _read_json(stage / "evaluation" / "files.json")
         real, sampled = [Path(p) for p in files["real"]], [Path(p) for p in files["samples"]]
         reconstructed = [Path(p) for p in files.get("reconstructed", [])]  # the same brains after the tokenizer
-    from brainsynth.plugins.reports.html_report import ReportInputs, write_report  # matplotlib: only when writing
+    from brainsynth.library.report import ReportInputs, write_report  # matplotlib: only when writing
 
     inputs = ReportInputs(
         title=config["title"], metrics=metrics, recipe_text=recipe_text, real=real,

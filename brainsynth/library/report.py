@@ -7,7 +7,7 @@ a pull request), ``recipe.yaml`` and, when per-volume measurements are given, ``
 
 Usage::
 
-    from brainsynth.plugins.reports import ReportInputs, write_report
+    from brainsynth.library.report import ReportInputs, write_report
 
     index = write_report(run_dir / "report", ReportInputs(
         title="demo", metrics={"tokenizer_ms_ssim": 0.93, **summary}, recipe_text=recipe_yaml,
@@ -42,7 +42,7 @@ from brainsynth.core.errors import DataError, RunError
 from brainsynth.library.morphology_summaries import JOINT_VARIABLES
 from brainsynth.library.volume_files import VIEWS
 
-from .figures import (
+from .report_figures import (
     Panel,
     group_effect_strip,
     morphology_scatter,
