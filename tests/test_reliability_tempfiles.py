@@ -39,11 +39,12 @@ def assert_not_data(name: str) -> None:
 
 
 def test_nifti_writes_use_names_no_listing_takes_for_data(tmp_path, renamed):
-    from brainsynth.plugins.tasks import tokenizer, volumes
+    from brainsynth.plugins.tasks.prior import volumes
+    from brainsynth.plugins.tasks.tokenizer import volume_files
 
     volume = torch.rand(1, 4, 5, 6)
     volumes.write_nifti(tmp_path / "a.nii.gz", volume, np.eye(4))
-    tokenizer._write_nifti(tmp_path / "b.nii.gz", volume, np.eye(4))
+    volume_files.write_volume(tmp_path / "b.nii.gz", volume, np.eye(4))
     volumes.write_nifti(tmp_path / "c.nii", volume, np.eye(4))
     volumes.write_png(tmp_path / "d.png", np.zeros((4, 4)))
     assert [final for _, final in renamed] == ["a.nii.gz", "b.nii.gz", "c.nii", "d.png"]

@@ -153,11 +153,11 @@ def test_likelihood_maps_match_teacher_forced_log_probabilities(prior_run, run_c
     written = np.load(run_dir / "likelihood" / "val" / "grid" / f"{subject}.npy")
 
     # Recompute with the network directly: teacher forcing, log-softmax, and the raster order by hand.
-    from brainsynth.plugins.tasks.transformer import PriorTask
+    from brainsynth.plugins.tasks.prior.trained import trained_prior
 
     recipe = load_recipe(path, registry(), mode="likelihood")
     run = Run(recipe=recipe, directory=run_dir, registry=registry(), dist=distributed.setup("cpu"))
-    parts = PriorTask()._trained_parts(run, "best")
+    parts = trained_prior(run, "best")
     tokens = torch.from_numpy(np.load(tok_dir / "tokens" / "val" / f"{subject}.npy").astype(np.int64))
     target = tokens.reshape(1, -1)  # raster order is the row-major grid order
     inputs = torch.cat([torch.tensor([[16]]), target[:, :-1]], dim=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib import image as mpimg
 
-from brainsynth.plugins.tasks.volumes import PREVIEW_HEIGHT, mid_slices, write_png
+from brainsynth.plugins.tasks.prior.volumes import PREVIEW_HEIGHT, mid_slices, write_png
 
 
 def test_coarse_previews_are_enlarged_by_whole_factors_and_keep_their_values(tmp_path):

@@ -23,7 +23,7 @@ from brainsynth.core.prior import as_variables
 from brainsynth.core.recipe import Recipe
 from brainsynth.core.registry import Registry
 from brainsynth.core.runner import Run, run_directory, seed_everything
-from brainsynth.plugins.tasks.prior_parts import PriorParts, build_prior_parts
+from brainsynth.library.prior_assembly import PriorParts, build_prior_parts
 from brainsynth.plugins.tokenizers.original_weights import strip_ddp_prefix
 
 from .original_checkpoint import OriginalCheckpoint
