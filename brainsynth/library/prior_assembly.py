@@ -201,7 +201,7 @@ def build_prior_parts(run: Run, *, fit_split: str | None = None, saved: Mapping[
     variables = as_variables(block.get("variables"))
     table, table_path = None, None
     if uses_conditioning_table(recipe):
-        given = block.get("table") or getattr(data, "conditioning_table", None)
+        given = conditioning_table_path(recipe, data)
         if saved is not None and saved.get("conditioning_table") and not block.get("table"):
             given = saved["conditioning_table"]
         if given is None:
@@ -221,9 +221,7 @@ def build_prior_parts(run: Run, *, fit_split: str | None = None, saved: Mapping[
             if not table_path.is_file():
                 raise DataError(f"{table_path}: conditioning table not found (conditioning.table).")
             fit = [s.name for s in data.subjects(fit_split or "train")]
-            table = ConditioningTable.read(
-                table_path, variables, fit, missing=recipe["train"]["missing"], weights=recipe["train"]["weighted"]
-            )
+            table = read_conditioning_table(recipe, table_path, fit)
 
     ordering, conditioning, network = assemble_prior(
         recipe, run.registry, num_embeddings=num_embeddings, grid=grid,
@@ -242,6 +240,19 @@ def uses_conditioning_table(recipe) -> bool:
     """True when the recipe reads the conditioning table: variables to condition on, or weighted sampling."""
     block = recipe["conditioning"]
     return (block["name"] != "none" and bool(as_variables(block.get("variables")))) or recipe["train"]["weighted"]
+
+
+def conditioning_table_path(recipe, data: Any = None) -> str | None:
+    """The conditioning table a recipe names: ``conditioning.table``, else its data's (token grids record it)."""
+    return recipe["conditioning"].get("table") or getattr(data, "conditioning_table", None)
+
+
+def read_conditioning_table(recipe, path: str | Path, subjects: Sequence[str] | None) -> ConditioningTable:
+    """The table with each variable's mapping fitted on `subjects` as training fits it; on every row
+    when the subjects are not known (``--dry-run`` before the data exist: incomplete rows are dropped)."""
+    missing = recipe["train"]["missing"] if subjects is not None else "drop"
+    variables = as_variables(recipe["conditioning"].get("variables"))
+    return ConditioningTable.read(path, variables, subjects, missing=missing, weights=recipe["train"]["weighted"])
 
 
 def _build(make: Callable[[], ModuleT]) -> ModuleT:

@@ -10,14 +10,14 @@ and network are then wired by `assemble_prior`, exactly as a run wires them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from brainsynth.core.data import ConditioningTable
 from brainsynth.core.dry_run import DryRun, DryRunModel, build_without_weights, parameter_count
 from brainsynth.core.errors import BrainsynthError, RecipeError
 from brainsynth.core.prior import as_variables
 from brainsynth.core.recipe import Recipe, load_recipe, recipe_from_text
 from brainsynth.core.registry import Registry
-from brainsynth.library.prior_assembly import assemble_prior
+from brainsynth.library.prior_assembly import assemble_prior, conditioning_table_path, read_conditioning_table
 from brainsynth.library.token_grid import roi_size, shape_text
 
 
@@ -45,14 +45,16 @@ def _tokenizer_recipe(recipe: Recipe, registry: Registry) -> tuple[Recipe, str] 
     return tokenizer, where
 
 
-def _categorical_levels(recipe: Recipe, variables, notes: list[str]) -> dict[str, int]:
-    """Levels of categorical variables, read from the conditioning table when it is there."""
+def _categorical_levels(recipe: Recipe, variables, notes: list[str], source: Any = None) -> dict[str, int]:
+    """Levels of categorical variables, from the conditioning table when it is there: fitted on the
+    training subjects, as a run fits them, when the data (`source`, token grids) could be listed."""
     categorical = [v for v in variables if v.kind == "categorical"]
     if not categorical:
         return {}
-    table = recipe["conditioning"].get("table") or (recipe["data"] or {}).get("conditioning_table")
+    table = conditioning_table_path(recipe, source) or (recipe["data"] or {}).get("conditioning_table")
     if table and Path(table).is_file():
-        return ConditioningTable.read(table, variables, None, missing="drop").num_levels
+        subjects = [s.name for s in source.subjects("train")] if source is not None else None
+        return read_conditioning_table(recipe, table, subjects).num_levels
     width = recipe["conditioning"].get("dim") or recipe["network"].get("dim")
     notes.append(
         f"categorical {', '.join(v.column for v in categorical)}: the number of levels comes from the "
@@ -67,6 +69,7 @@ def prior_dry_run(recipe: Recipe, registry: Registry) -> DryRun:
     facts, notes, models_after = [], [], []
     found = _tokenizer_recipe(recipe, registry)
     data = recipe["data"] or {}
+    source = None
     if found is not None:
         tokenizer_recipe, where = found
         tokenizer = build_without_weights(lambda: registry.build("tokenizer", tokenizer_recipe["network"]))
@@ -110,7 +113,7 @@ def prior_dry_run(recipe: Recipe, registry: Registry) -> DryRun:
 
     block = recipe["conditioning"]
     variables = as_variables(block.get("variables")) if block["name"] != "none" else []
-    levels = _categorical_levels(recipe, variables, notes)
+    levels = _categorical_levels(recipe, variables, notes, source)
     ordering, conditioning, network = assemble_prior(
         recipe, registry, num_embeddings=num_embeddings, grid=grid, num_levels=levels, build=build_without_weights
     )
