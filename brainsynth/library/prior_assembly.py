@@ -172,7 +172,6 @@ class PriorParts:
         return inputs, target, self.values(batch.get("conditioning"), device)
 
 
-
 def build_prior_parts(run: Run, *, fit_split: str | None = None, saved: Mapping[str, Any] | None = None) -> PriorParts:
     """Build the run's pieces: fit the conditioning on `fit_split`, or restore it from `saved`."""
     recipe = run.recipe

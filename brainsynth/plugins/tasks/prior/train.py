@@ -61,6 +61,7 @@ def run_mode(run: Run) -> dict[str, Any]:
         step, evaluate=evaluate if "val" in parts.data.splits else None, best=("val_ce", "min"), summary=("ce",)
     )
 
+
 @torch.no_grad()
 def validate(run: Run, parts: PriorParts) -> float:
     """Mean per-token cross-entropy over this rank's share of the val split."""

@@ -70,6 +70,7 @@ def run_mode(run: Run) -> dict[str, Any]:
     run.say(f"decode: {written} volumes in {out_root}")
     return {"decoded": written}
 
+
 def _trained_grid(run: Run, network, space: dict) -> tuple[int, ...] | None:
     """The token grid of the volumes the tokenizer was trained on, when they had one size (data.roi)."""
     if (run.recipe["data"] or {}).get("roi") is None or not space.get("spatial_shape"):

@@ -20,8 +20,10 @@ DEFAULT_METRICS = ("ms_ssim", "mae", "mse", "psnr")
 
 
 def build_metrics(run: Run) -> dict[str, Any]:
+    """The recipe's reconstruction metrics by name (the defaults when it names none)."""
     blocks = run.recipe["metrics"] or [{"name": n} for n in DEFAULT_METRICS]
     return {block["name"]: run.registry.build("metric", block) for block in blocks}
+
 
 @torch.no_grad()
 def evaluate_split(run: Run, network, dataset) -> dict[str, Any]:
@@ -56,6 +58,7 @@ def evaluate_split(run: Run, network, dataset) -> dict[str, Any]:
     network.train(was_training)
     summary = {k: sums[k] / max(count, 1) for k in keys}
     return {"rows": rows, "summary": summary, "example": example}
+
 
 def run_mode(run: Run) -> dict[str, Any]:
     """Reconstruction metrics of every subject of the chosen splits, as csv tables."""

@@ -90,6 +90,7 @@ def run_mode(run: Run) -> dict[str, Any]:
         best=(f"val_{best_metric}", direction), best_modules=("network",),
     )
 
+
 def _train_step(loop: TrainingLoop, image: torch.Tensor, position: Position, loss_fn, generator: Trained,
                 discriminator: Trained | None, criterion, adversarial: dict) -> dict[str, float]:
     """One generator step (reconstruction + quantisation [+ weighted adversarial] loss), then one
