@@ -189,7 +189,7 @@ def test_import_run_then_extract_and_decode(tmp_path, run_cli, tiny_cohort):  # 
     meta = json.loads((run_dir / "tokens" / "val" / "tokens.json").read_text())
     assert meta["grid"] == [4, 6, 4] and meta["num_embeddings"] == 16
 
-    from brainsynth.plugins.tasks.tokenizer_run import load_tokenizer  # what a prior's sample mode decodes through
+    from brainsynth.library.trained_tokenizer import load_tokenizer  # what a prior's sample mode decodes through
 
     frozen = load_tokenizer(run_dir, "best", registry(), torch.device("cpu"))
     assert frozen.grid() == (4, 6, 4) and not frozen.network.training and frozen.affine is not None

@@ -27,7 +27,7 @@ from brainsynth.core.distributed import DistributedContext
 from brainsynth.core.plugins import registry
 from brainsynth.core.recipe import load_recipe
 from brainsynth.core.runner import Run, run_directory
-from brainsynth.plugins.tasks.transformer import PriorTask
+from brainsynth.plugins.tasks.prior.trained import trained_prior
 
 GOLDEN = Path(__file__).parent / "data" / "original_priors"
 COHORT_SHAPE = (50, 59, 48)
@@ -118,7 +118,7 @@ def imported_parts(recipe_path: Path, overrides: list[str]):
     """The prior exactly as --mode sample loads it from the run's best.pt."""
     recipe = load_recipe(recipe_path, registry(), overrides=overrides)
     run = Run(recipe=recipe, directory=run_directory(recipe), registry=registry(), dist=DistributedContext())
-    return PriorTask()._trained_parts(run, "best")
+    return trained_prior(run, "best")
 
 
 def as_rows(conditioning, variables: list[dict]) -> list[dict]:
@@ -345,7 +345,7 @@ def test_every_golden_configuration_converts_and_imports_to_the_originals_logits
 def imported_parts_from(recipe, checkpoint: Path):
     """The prior as the run modes restore it from a checkpoint file (ordering, mapping, then weights)."""
     from brainsynth.core.checkpoint import load_checkpoint, read_checkpoint
-    from brainsynth.plugins.tasks.prior_parts import build_prior_parts
+    from brainsynth.library.prior_assembly import build_prior_parts
 
     run = Run(recipe=recipe, directory=run_directory(recipe), registry=registry(), dist=DistributedContext())
     parts = build_prior_parts(run, saved=read_checkpoint(checkpoint)["extra"])

@@ -19,10 +19,7 @@ import brainsynth
 
 ROOT = Path(brainsynth.__file__).parent
 
-ALLOWED = {
-    ("brainsynth.plugins.compat.prior_import", "brainsynth.plugins.tasks.prior_parts"):
-        "the prior's assembly is being moved out of plugins/tasks (the tasks restructuring replaces this import)",
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 """(module, imported module) -> why this crossing is still allowed."""
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 from _data_fixtures import TINY_COHORT, tiny_cohort  # noqa: F401  (fixture)
+from conftest import one_line_error
 
 DEMO = Path(__file__).resolve().parents[1] / "recipes" / "demo.yaml"
 
@@ -74,6 +76,13 @@ def test_tiny_demo_runs_end_to_end_and_resumes(tmp_path, run_cli, tiny_cohort): 
     for name in re.findall(r'(?:src|href)="([^"#:]+)"', html):
         assert (run_dir / "report" / name).is_file(), name
 
+    # The report is a mode of its own: it rebuilds the page from the stages' outputs alone.
+    shutil.rmtree(run_dir / "report")
+    result = run_cli("run", str(recipe), "--mode", "report")
+    assert result.code == 0, result
+    assert f"report: {run_dir / 'report' / 'index.html'}" in result.out and "stage '" not in result.out
+    assert json.loads((run_dir / "report" / "summary.json").read_text()) == summary
+
 
 def test_a_bad_stage_fails_before_anything_runs(tmp_path, run_cli, tiny_cohort):  # noqa: F811
     demo = tiny_demo(tiny_cohort, tmp_path / "runs")
@@ -93,3 +102,49 @@ def test_placeholders_name_earlier_stages_only(tmp_path, run_cli, tiny_cohort): 
     recipe.write_text(yaml.safe_dump(demo))
     result = run_cli("validate", str(recipe))
     assert result.code == 2 and "'{tokeniser}' names no earlier stage; earlier stages: tokenizer" in result.err
+
+
+def write_demo(tmp_path: Path, cohort: Path, **report) -> Path:
+    """The tiny demo with its ``report`` section replaced (left out when `report` is empty)."""
+    demo = tiny_demo(cohort, tmp_path / "runs")
+    demo.pop("report", None)
+    if report:
+        demo["report"] = report
+    recipe = tmp_path / "demo.yaml"
+    recipe.write_text(yaml.safe_dump(demo))
+    return recipe
+
+
+def test_the_report_reads_the_stages_its_section_names(tmp_path, run_cli, tiny_cohort):  # noqa: F811
+    assert yaml.safe_load(DEMO.read_text())["report"] == {"tokenizer": "tokenizer", "prior": "prior"}
+    assert run_cli("validate", str(write_demo(tmp_path, tiny_cohort, tokenizer="tokenizer", prior="prior"))).code == 0
+    # No report section: no report (a pipeline's stages need not be a tokenizer and a prior).
+    assert run_cli("validate", str(write_demo(tmp_path, tiny_cohort))).code == 0
+    assert run_cli("validate", str(write_demo(tmp_path, tiny_cohort, enabled=False))).code == 0
+
+    error = one_line_error(run_cli("validate", str(write_demo(tmp_path, tiny_cohort, prior="sampler"))))
+    assert "report.prior: 'sampler' is not a stage of this pipeline; stages: tokenizer, prior." in error
+    # A report section that names no stage meant stages 'tokenizer' and 'prior' before; now it says what to write.
+    error = one_line_error(run_cli("validate", str(write_demo(tmp_path, tiny_cohort, title="study"))))
+    assert "report: name the stages it reports on, e.g. report: {tokenizer: <stage>, prior: <stage>}" in error
+    assert "or write report: {enabled: false}" in error
+
+
+def test_the_report_needs_its_stages_evaluated(tmp_path, run_cli, tiny_cohort):  # noqa: F811
+    demo = tiny_demo(tiny_cohort, tmp_path / "runs")
+    demo["stages"][1]["modes"] = ["train", "sample"]
+    recipe = tmp_path / "demo.yaml"
+    recipe.write_text(yaml.safe_dump(demo))
+    error = one_line_error(run_cli("validate", str(recipe)))
+    assert "report.prior: stage 'prior' runs train, sample, not evaluate" in error
+
+
+def test_the_pipeline_code_knows_no_stage_name():
+    """The demo's stage names live in recipes/demo.yaml: the report's section has no stage by default,
+    and running and planning stages name none."""
+    from brainsynth.plugins.tasks.pipeline.report import ReportConfig
+
+    assert ReportConfig().tokenizer is None and ReportConfig().prior is None
+    package = Path(__file__).resolve().parents[1] / "brainsynth" / "plugins" / "tasks" / "pipeline"
+    for name in ("task.py", "run.py"):
+        assert not re.search(r"""["'](tokenizer|prior)["']""", (package / name).read_text()), name

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import csv
 import json
 import os
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -153,11 +155,11 @@ def test_likelihood_maps_match_teacher_forced_log_probabilities(prior_run, run_c
     written = np.load(run_dir / "likelihood" / "val" / "grid" / f"{subject}.npy")
 
     # Recompute with the network directly: teacher forcing, log-softmax, and the raster order by hand.
-    from brainsynth.plugins.tasks.transformer import PriorTask
+    from brainsynth.plugins.tasks.prior.trained import trained_prior
 
     recipe = load_recipe(path, registry(), mode="likelihood")
     run = Run(recipe=recipe, directory=run_dir, registry=registry(), dist=distributed.setup("cpu"))
-    parts = PriorTask()._trained_parts(run, "best")
+    parts = trained_prior(run, "best")
     tokens = torch.from_numpy(np.load(tok_dir / "tokens" / "val" / f"{subject}.npy").astype(np.int64))
     target = tokens.reshape(1, -1)  # raster order is the row-major grid order
     inputs = torch.cat([torch.tensor([[16]]), target[:, :-1]], dim=1)
@@ -216,3 +218,45 @@ def test_a_refused_sample_start_leaves_the_records_as_they_were(prior_run, run_c
     result = run_cli(*args, "--set", "sample.temperature=0.25")
     assert result.code == 2 and "holds samples drawn with other settings" in result.err
     assert records() == before  # the refused start rewrote nothing and added nothing
+
+
+@pytest.fixture
+def checkpoint_reads(monkeypatch):
+    """Every ``torch.load`` of a file, counted by resolved path (read_checkpoint goes through it)."""
+    reads: collections.Counter = collections.Counter()
+    load = torch.load
+
+    def counting(source, *args, **kwargs):
+        if isinstance(source, (str, os.PathLike)):
+            reads[str(Path(source).resolve())] += 1
+        return load(source, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    return reads
+
+
+def test_sample_likelihood_evaluate_and_load_read_each_checkpoint_once(prior_run, run_cli, checkpoint_reads):
+    path, run_dir, tok_dir = prior_run
+    prior_checkpoint = str((run_dir / "checkpoints" / "best.pt").resolve())
+    tokenizer_checkpoint = str((tok_dir / "checkpoints" / "best.pt").resolve())
+    both = {prior_checkpoint: 1, tokenizer_checkpoint: 1}
+    runs = {
+        "sample": (both, "--set", "sample.split=val", "--set", "sample.output=counted", "--set", "sample.png=false"),
+        # scoring token grids needs no decoder: the tokenizer is not read at all
+        "likelihood": ({prior_checkpoint: 1}, "--set", "likelihood.splits=[val]",
+                       "--set", "likelihood.output=counted_likelihood"),
+        "evaluate": (both, "--set", "sample.output=counted", "--set", "evaluation.samples=counted",
+                     "--set", "evaluation.metrics=[{name: mmd}]"),
+    }
+    for mode, (expected, *overrides) in runs.items():
+        checkpoint_reads.clear()
+        result = run_cli("run", str(path), "--mode", mode, *overrides)
+        assert result.code == 0, (mode, result)
+        assert dict(checkpoint_reads) == expected, mode
+
+    import brainsynth
+
+    checkpoint_reads.clear()
+    prior = brainsynth.load(run_dir)
+    prior.sample(1, {"age": 60, "sex": 0, "ventricular_volume": 20})
+    assert dict(checkpoint_reads) == both

@@ -24,7 +24,7 @@ from brainsynth.core.recipe import Recipe
 from brainsynth.core.registry import Registry
 from brainsynth.core.runner import Run, run_directory, seed_everything
 from brainsynth.library.original_weights import strip_ddp_prefix
-from brainsynth.plugins.tasks.prior_parts import PriorParts, build_prior_parts
+from brainsynth.library.prior_assembly import PriorParts, build_prior_parts
 
 from .original_checkpoint import OriginalCheckpoint
 

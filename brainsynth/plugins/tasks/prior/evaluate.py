@@ -30,11 +30,12 @@ import torch
 from brainsynth.core.errors import DataError, RunError
 from brainsynth.core.runner import Run
 from brainsynth.core.schema import component_block
+from brainsynth.library.prior_assembly import PriorParts
 from brainsynth.library.reconstruction_evaluation import evaluate_reconstructions
 from brainsynth.library.sample_evaluation import evaluate_samples
 from brainsynth.library.volume_files import write_nifti
 
-from .prior_parts import PriorParts
+from .trained import trained_prior
 
 EVALUATION_FOLDER = "evaluation"
 
@@ -117,3 +118,9 @@ def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dic
         "reconstructed": [str(r) for r in reconstructed],
     }))
     return {**summary, "samples": len(files), "real": len(references)}
+
+
+def run_mode(run: Run) -> dict[str, Any]:
+    """The ``evaluate`` mode, with the prior from the checkpoint ``sample.checkpoint`` names."""
+    config = run.recipe["evaluation"]
+    return write_evaluation(run, trained_prior(run, run.recipe["sample"]["checkpoint"]), config)

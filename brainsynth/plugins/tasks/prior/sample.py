@@ -30,9 +30,10 @@ from brainsynth.core.files import write_bytes_atomic
 from brainsynth.core.runner import Run
 from brainsynth.core.sampling import check_guidance, sample
 from brainsynth.core.schema import NonNegativeFloat, PositiveFloat, PositiveInt, Range
+from brainsynth.library.prior_assembly import PriorParts
 from brainsynth.library.volume_files import mid_slices, write_nifti, write_npy_atomic, write_png
 
-from .prior_parts import PriorParts
+from .trained import trained_prior
 
 Value = int | float | str
 
@@ -229,3 +230,9 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
         written = int(count.item())
     run.say(f"sample: {written} brain(s) written to {folder} ({len(conditions)} in all)")
     return {"samples": len(conditions), "written": written, "folder": str(folder)}
+
+
+def run_mode(run: Run) -> dict[str, Any]:
+    """The ``sample`` mode, with the prior from the checkpoint ``sample.checkpoint`` names."""
+    config = run.recipe["sample"]
+    return write_samples(run, trained_prior(run, config["checkpoint"]), config)

@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 import re
 from pathlib import Path
 from typing import Any
 
-from brainsynth.core import records, runner
-from brainsynth.core.errors import RecipeError, RunError
+from brainsynth.core import runner
+from brainsynth.core.errors import RecipeError
 from brainsynth.core.recipe import Recipe, load_raw, validate
 from brainsynth.core.runner import Run
 from brainsynth.core.schema import Schema
 from brainsynth.core.task import Section, Task
 
-from .pipeline_report import ReportConfig, pipeline_report
+from .report import ReportConfig, check_report
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 
@@ -114,47 +115,19 @@ def plan(recipe: Recipe, directory: Path, registry) -> list[PlannedStage]:
 
 
 class PipelineTask(Task):
-    """Run recipes one after the other (tokenizer, then prior, ...), passing run directories along."""
+    """Run recipes one after the other, passing run directories along; report on the stages named."""
 
     sections = {
         "stages": Section(required=True, doc="the stages, in order: a list of {name, recipe, modes}"),
-        "report": Section(schema=ReportConfig, doc="the report written when every stage is done"),
+        "report": Section(schema=ReportConfig, doc="the report of the stages it names, written when every stage is done"),
     }
-    modes = ("run",)
+    modes = ("run", "report")
 
     @classmethod
     def check_recipe(cls, recipe: Recipe, registry) -> None:
-        plan(recipe, runner.run_directory(recipe), registry)
+        """Every stage validates in every mode, and the report reads stages that write what it needs."""
+        check_report(recipe, plan(recipe, runner.run_directory(recipe), registry))
 
     def run(self, run: Run) -> dict[str, Any]:
-        if run.dist.is_distributed:
-            raise RunError(
-                "a pipeline runs its stages in one process; under torchrun, run each stage's recipe on its own."
-            )
-        stages = plan(run.recipe, run.directory, run.registry)
-        results: dict[str, Any] = {}
-        total = sum(len(s.recipes) for s in stages)
-        done = 0
-        for stage in stages:
-            for recipe in stage.recipes:
-                done += 1
-                label = f"[{done}/{total}] stage '{stage.name}': {recipe.task} {recipe.mode}"
-                finished = stage.directory / f"metrics.{recipe.mode}.json"
-                if run.resume and finished.is_file():
-                    changes = records.changes_since_record(
-                        stage.directory, recipe, creating=recipe.mode in runner.CREATING_MODES
-                    )
-                    unapplied = f" (it finished with its recorded recipe; not applied: {', '.join(map(str, changes))})"
-                    run.say(f"{label}: already done, skipped{unapplied if changes else ''}")
-                    continue
-                run.say(f"{label} -> {stage.directory}")
-                resume = run.resume and recipe.mode in runner.CREATING_MODES and stage.directory.exists()
-                results[f"{stage.name}.{recipe.mode}"] = runner.execute(
-                    recipe, run.registry, resume=resume, allow_changes=run.allow_changes
-                )
-        report = run.recipe["report"]
-        if report["enabled"]:
-            index = pipeline_report(run.directory, report, run.recipe.text())
-            run.say(f"report: {index}")
-            results["report"] = str(index)
-        return results
+        """Each mode is the module of this package named after it (its `run_mode`), imported when it runs."""
+        return importlib.import_module(f"{__package__}.{run.mode}").run_mode(run)

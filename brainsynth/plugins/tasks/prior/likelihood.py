@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from brainsynth.core.runner import Run
 from brainsynth.core.files import write_bytes_atomic
 from brainsynth.core.schema import PositiveInt
+from brainsynth.library.prior_assembly import PriorParts, image_space
 from brainsynth.library.volume_files import write_nifti, write_npy_atomic
 
-from .prior_parts import PriorParts, image_space
+from .trained import trained_prior
 
 
 @dataclasses.dataclass
@@ -91,3 +92,9 @@ def write_likelihood_maps(run: Run, parts: PriorParts, config: dict[str, Any]) -
         summary[split] = {"subjects": len(rows), "nll_per_token": mean}
         run.say(f"likelihood {split}: {len(rows)} maps in {folder}, mean NLL {mean:.4f} nats/token")
     return summary
+
+
+def run_mode(run: Run) -> dict[str, Any]:
+    """The ``likelihood`` mode, with the prior from the checkpoint ``likelihood.checkpoint`` names."""
+    config = run.recipe["likelihood"]
+    return write_likelihood_maps(run, trained_prior(run, config["checkpoint"]), config)

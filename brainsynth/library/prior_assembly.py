@@ -1,7 +1,9 @@
 """Everything a prior run is built from: data, tokenizer, ordering, conditioning table and network.
 
 One builder serves every mode, so training, sampling and scoring cannot disagree about the
-token grid, the vocabulary, the order tokens are read in, or how a subject's values are encoded.
+token grid, the vocabulary, the order tokens are read in, or how a subject's values are encoded;
+`assemble_prior`, the part that wires ordering, conditioning and network, also serves
+``--dry-run`` (and ``import-checkpoint`` builds through `build_prior_parts`).
 In ``train`` the conditioning normalisation is fitted on the training subjects; in ``sample`` and
 ``likelihood`` it comes back from the checkpoint (`saved`), as does the ordering's permutation.
 """
@@ -10,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -23,9 +25,11 @@ from brainsynth.library.subjects import subject_name
 from brainsynth.core.errors import DataError, RecipeError, RunError
 from brainsynth.core.ordering import Ordering
 from brainsynth.core.prior import Conditioning, Prior, as_variables, teacher_forcing_inputs
+from brainsynth.core.registry import Registry
 from brainsynth.core.runner import Run
+from brainsynth.library.trained_tokenizer import TrainedTokenizer, load_tokenizer
 
-from .tokenizer_run import TrainedTokenizer, load_tokenizer
+ModuleT = TypeVar("ModuleT")
 
 
 class ConditionedItems(torch.utils.data.Dataset):
@@ -170,7 +174,6 @@ class PriorParts:
         return inputs, target, self.values(batch.get("conditioning"), device)
 
 
-
 def build_prior_parts(run: Run, *, fit_split: str | None = None, saved: Mapping[str, Any] | None = None) -> PriorParts:
     """Build the run's pieces: fit the conditioning on `fit_split`, or restore it from `saved`."""
     recipe = run.recipe
@@ -195,16 +198,11 @@ def build_prior_parts(run: Run, *, fit_split: str | None = None, saved: Mapping[
             "and tokenizer the prior was trained with."
         )
 
-    ordering = run.build("ordering", spatial_shape=grid)
-    if saved is not None and saved.get("ordering") is not None and hasattr(ordering, "load_state_dict"):
-        ordering.load_state_dict(saved["ordering"])
-
     block = recipe["conditioning"]
     variables = as_variables(block.get("variables"))
-    uses_table = (block["name"] != "none" and bool(variables)) or recipe["train"]["weighted"]
     table, table_path = None, None
-    if uses_table:
-        given = block.get("table") or getattr(data, "conditioning_table", None)
+    if uses_conditioning_table(recipe):
+        given = conditioning_table_path(recipe, data)
         if saved is not None and saved.get("conditioning_table") and not block.get("table"):
             given = saved["conditioning_table"]
         if given is None:
@@ -224,24 +222,67 @@ def build_prior_parts(run: Run, *, fit_split: str | None = None, saved: Mapping[
             if not table_path.is_file():
                 raise DataError(f"{table_path}: conditioning table not found (conditioning.table).")
             fit = [s.name for s in data.subjects(fit_split or "train")]
-            table = ConditioningTable.read(
-                table_path, variables, fit, missing=recipe["train"]["missing"], weights=recipe["train"]["weighted"]
-            )
+            table = read_conditioning_table(recipe, table_path, fit)
 
-    model_dim = recipe["network"].get("dim")
-    if uses_table and block["name"] != "none" and model_dim is None and block.get("dim") is None:
-        raise RecipeError(f"{recipe.source}: conditioning.dim: this network has no 'dim'; give the conditioning width.")
-    conditioning = run.build(
-        "conditioning", model_dim=model_dim, num_levels=table.num_levels if table is not None else {}
+    ordering, conditioning, network = assemble_prior(
+        recipe, run.registry, num_embeddings=num_embeddings, grid=grid,
+        num_levels=table.num_levels if table is not None else {},
+        ordering_state=saved.get("ordering") if saved is not None else None,
     )
-    network = run.build(
-        "network", num_tokens=num_embeddings + 1, max_seq_len=math.prod(grid), ordering=ordering, conditioning=conditioning
-    ).to(run.device)
+    network = network.to(run.device)
     return PriorParts(
         run=run, data=data, tokenizer_source=tokenizer_source, num_embeddings=num_embeddings, grid=grid,
         ordering=ordering, table=table, table_path=table_path, conditioning=conditioning, network=network,
         _tokenizer=tokenizer,
     )
+
+
+def uses_conditioning_table(recipe) -> bool:
+    """True when the recipe reads the conditioning table: variables to condition on, or weighted sampling."""
+    block = recipe["conditioning"]
+    return (block["name"] != "none" and bool(as_variables(block.get("variables")))) or recipe["train"]["weighted"]
+
+
+def conditioning_table_path(recipe, data: Any = None) -> str | None:
+    """The conditioning table a recipe names: ``conditioning.table``, else its data's (token grids record it)."""
+    return recipe["conditioning"].get("table") or getattr(data, "conditioning_table", None)
+
+
+def read_conditioning_table(recipe, path: str | Path, subjects: Sequence[str] | None) -> ConditioningTable:
+    """The table with each variable's mapping fitted on `subjects` as training fits it; on every row
+    when the subjects are not known (``--dry-run`` before the data exist: incomplete rows are dropped)."""
+    missing = recipe["train"]["missing"] if subjects is not None else "drop"
+    variables = as_variables(recipe["conditioning"].get("variables"))
+    return ConditioningTable.read(path, variables, subjects, missing=missing, weights=recipe["train"]["weighted"])
+
+
+def _build(make: Callable[[], ModuleT]) -> ModuleT:
+    return make()
+
+
+def assemble_prior(
+    recipe, registry: Registry, *, num_embeddings: int, grid: Sequence[int], num_levels: Mapping[str, int],
+    ordering_state: Mapping[str, Any] | None = None, build: Callable[[Callable[[], Any]], Any] = _build,
+) -> tuple[Ordering, Conditioning, Prior]:
+    """The ordering, conditioning and network of a prior recipe: the one place they are wired.
+
+    Runs (`build_prior_parts`) and ``--dry-run`` (which passes `build_without_weights` as `build`)
+    both come here, so they cannot size a different prior. The order of construction (ordering,
+    conditioning, network) is the order random initial weights are drawn in; keep it.
+    """
+    block = recipe["conditioning"]
+    model_dim = recipe["network"].get("dim")
+    if uses_conditioning_table(recipe) and block["name"] != "none" and model_dim is None and block.get("dim") is None:
+        raise RecipeError(f"{recipe.source}: conditioning.dim: this network has no 'dim'; give the conditioning width.")
+    ordering = registry.build("ordering", recipe["ordering"], spatial_shape=tuple(grid))
+    if ordering_state is not None and hasattr(ordering, "load_state_dict"):
+        ordering.load_state_dict(ordering_state)
+    conditioning = build(lambda: registry.build("conditioning", block, model_dim=model_dim, num_levels=dict(num_levels)))
+    network = build(lambda: registry.build(
+        "prior", recipe["network"], num_tokens=num_embeddings + 1, max_seq_len=math.prod(grid), ordering=ordering,
+        conditioning=conditioning,
+    ))
+    return ordering, conditioning, network
 
 
 def _restore_table(state: Mapping[str, Any], path: Path) -> ConditioningTable:

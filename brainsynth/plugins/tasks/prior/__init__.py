@@ -1,0 +1,1 @@
+"""The prior task: `task` (sections, modes, checks), one module per mode, `trained` and `dry_run`."""

@@ -1,0 +1,1 @@
+"""The tokenizer task: `task` (sections, modes, checks) and one module per mode."""
