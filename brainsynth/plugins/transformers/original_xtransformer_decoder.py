@@ -22,7 +22,7 @@ from torch import nn
 
 from brainsynth.core.errors import DataError
 from brainsynth.core.prior import ConditioningValues
-from brainsynth.core.sampling import feed_forward_step
+from brainsynth.library.cached_decoder import feed_forward_step
 
 from .original_xtransformer_layers import (
     Attention,

@@ -20,7 +20,7 @@ from torch import nn
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.ordering import Ordering
 from brainsynth.core.prior import Conditioning, ConditioningValues, Prior, require_positive, sequence_length_of
-from brainsynth.core.sampling import AttentionWeights, CachedDecoder, DecoderWeights, FeedForwardWeights
+from brainsynth.library.cached_decoder import AttentionWeights, CachedDecoder, DecoderWeights, FeedForwardWeights
 from brainsynth.core.schema import Fraction, PositiveInt
 
 from .sequence_input import SequenceInput
