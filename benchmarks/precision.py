@@ -32,11 +32,11 @@ def step_times(precision: str, channels: int, steps: int) -> list[float]:
     """Seconds per training step, after two warm-up steps."""
     import torch
 
-    from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
+    import brainsynth
 
     torch.manual_seed(0)
-    network = BaselineVQVAE(channels=channels, levels=2, num_res_layers=2, embedding_dim=16,
-                            codebook={"name": "ema", "num_embeddings": 512})
+    network = brainsynth.build("tokenizer", {"name": "baseline_vqvae", "channels": channels, "levels": 2, "num_res_layers": 2,
+                                             "embedding_dim": 16, "codebook": {"name": "ema", "num_embeddings": 512}})
     optimizer = torch.optim.Adam(network.parameters(), 1e-3)
     volume = torch.rand(1, 1, 48, 60, 52)
     times = []

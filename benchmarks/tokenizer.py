@@ -56,13 +56,13 @@ def build(variant: str, config: dict):
     torch.manual_seed(0)
     channels, levels, res_layers = config["channels"], config["levels"], config["res_layers"]
     if variant.startswith("ours"):
-        from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
+        import brainsynth
 
-        return BaselineVQVAE(
-            channels=channels, levels=levels, num_res_layers=res_layers, embedding_dim=config["embedding_dim"],
-            codebook={"name": "ema", "num_embeddings": config["num_embeddings"], "decay": 0.5},
-            checkpointing=variant == "ours_ckpt",
-        )
+        return brainsynth.build("tokenizer", {
+            "name": "baseline_vqvae", "channels": channels, "levels": levels, "num_res_layers": res_layers,
+            "embedding_dim": config["embedding_dim"], "checkpointing": variant == "ours_ckpt",
+            "codebook": {"name": "ema", "num_embeddings": config["num_embeddings"], "decay": 0.5},
+        })
     from monai.networks.nets import VQVAE
 
     widths = tuple([channels // 2] * (levels - 1) + [channels])

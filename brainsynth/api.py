@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .core.errors import RunError
+from .core.errors import RecipeError, RunError
 
 
 def load(run_dir: str | os.PathLike, *, checkpoint: str = "best", device: str = "cpu") -> Any:
@@ -36,3 +36,18 @@ def load(run_dir: str | os.PathLike, *, checkpoint: str = "best", device: str = 
     recipe = recipe_from_text(path.read_text(), registry, str(path))
     task = registry.get("task", recipe.task).build({})
     return task.load(directory, recipe, registry, checkpoint=checkpoint, device=torch.device(device))
+
+
+def build(kind: str, block: dict[str, Any], **engine_arguments: Any) -> Any:
+    """A component built by its registered name, as a recipe block builds it, for use in Python.
+
+    ``brainsynth.build("tokenizer", {"name": "baseline_vqvae", "codebook": {"name": "ema"}})``
+    validates `block` against the component's parameters (one-line `RecipeError` on a mistake),
+    builds its nested blocks with the same registry, and passes `engine_arguments` (those the kind's
+    engine supplies, e.g. ``embedding_dim`` for a codebook, ``spatial_shape`` for an ordering).
+    """
+    from .core import plugins
+
+    if not isinstance(block, dict) or "name" not in block:
+        raise RecipeError(f"build: the block is a mapping with a 'name' (a registered {kind}), got {block!r}.")
+    return plugins.registry().build_nested(kind, block, kind, **engine_arguments)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+import brainsynth
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
@@ -63,7 +65,8 @@ def test_warmup_factor():
 
 def tiny_vqvae() -> BaselineVQVAE:
     torch.manual_seed(0)
-    return BaselineVQVAE(channels=8, levels=2, num_res_layers=1, embedding_dim=4, codebook={"name": "ema", "num_embeddings": 8})
+    return brainsynth.build("tokenizer", {"name": "baseline_vqvae", "channels": 8, "levels": 2, "num_res_layers": 1, "embedding_dim": 4,
+                                      "codebook": {"name": "ema", "num_embeddings": 8}})
 
 
 def test_adaptive_weight_is_the_gradient_norm_ratio_and_works_through_ddp(tmp_path):

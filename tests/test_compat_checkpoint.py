@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+import brainsynth
 import torch.nn.functional as F
 from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
 from torch import nn
@@ -26,7 +28,6 @@ from brainsynth.core.errors import CheckpointError
 from brainsynth.core.plugins import registry
 from brainsynth.core.recipe import load_recipe
 from brainsynth.plugins.compat.checkpoint_import import import_checkpoint
-from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
 from brainsynth.library.original_weights import map_original_state_dict
 
 MANIFEST = Path(__file__).parent / "data" / "original_vqvae_state_dict.tsv"
@@ -145,8 +146,8 @@ def test_imported_network_gives_the_original_tokens_and_reconstruction(tmp_path,
     assert result.code == 0, result
     assert "DDP module. prefix stripped" in result.out and "optimizer, lr_scheduler, trainer" in result.out
 
-    network = BaselineVQVAE(channels=8, levels=2, num_res_layers=1, embedding_dim=4,
-                            codebook={"name": "ema", "num_embeddings": 16})
+    network = brainsynth.build("tokenizer", {"name": "baseline_vqvae", "channels": 8, "levels": 2, "num_res_layers": 1,
+                                          "embedding_dim": 4, "codebook": {"name": "ema", "num_embeddings": 16}})
     state = load_checkpoint(tmp_path / "out.pt", task="tokenizer", modules={"network": network}, restore_rng=False)
     network.eval()
     assert state["extra"]["space"]["spatial_shape"] == [16, 24, 16] and len(state["extra"]["space"]["affine"]) == 4
@@ -240,7 +241,7 @@ def test_every_manifest_key_is_consumed_and_none_is_missing():
     rows = manifest_rows()
     original = {row["key"]: torch.empty(shape_of(row), device="meta") for row in rows}
     with torch.device("meta"):
-        ours = BaselineVQVAE(codebook={"name": "ema", "num_embeddings": 2048, "decay": 0.5}).state_dict()
+        ours = brainsynth.build("tokenizer", {"name": "baseline_vqvae", "codebook": {"name": "ema", "num_embeddings": 2048, "decay": 0.5}}).state_dict()
     mapped = map_original_state_dict(original, ours)
     assert set(mapped) == set(ours) and len(mapped) == len(rows) - 1
     assert sum(v.numel() for k, v in mapped.items() if k not in ("codebook.cluster_size", "codebook.embed_avg")) == 28_189_473

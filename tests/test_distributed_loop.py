@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+import brainsynth
 from _data_fixtures import tiny_cohort  # noqa: F401  (fixture)
 
 from brainsynth.core.checkpoint import read_checkpoint
 from brainsynth.core.loop import epoch_batches, epoch_indices, evaluation_due
 from brainsynth.core.precision import autocast
 from brainsynth.library.adversarial_weighting import scheduled_weight
-from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
 
 
 def test_validation_runs_every_n_epochs_and_after_the_last():
@@ -53,7 +54,8 @@ def test_adversarial_schedule_starts_and_ramps_within_epochs():
 
 def test_codebook_runs_in_fp32_under_bf16_autocast():
     torch.manual_seed(0)
-    network = BaselineVQVAE(channels=8, levels=2, num_res_layers=1, embedding_dim=4, codebook={"name": "ema", "num_embeddings": 8})
+    network = brainsynth.build("tokenizer", {"name": "baseline_vqvae", "channels": 8, "levels": 2, "num_res_layers": 1, "embedding_dim": 4,
+                                      "codebook": {"name": "ema", "num_embeddings": 8}})
     seen, quantize = {}, network.codebook.quantize
 
     def watched(z):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import brainsynth
+
 from brainsynth.core.errors import CheckpointError, DataError, RecipeError
 from brainsynth.core.plugins import registry
 from brainsynth.core.tokenizer import Tokenizer, TokenizerOutput
@@ -28,12 +30,12 @@ def tiny(**overrides) -> BaselineVQVAE:
     config = {"channels": 8, "levels": 2, "num_res_layers": 1, "embedding_dim": 4,
               "codebook": {"name": "ema", "num_embeddings": 16}}
     config.update(overrides)
-    return BaselineVQVAE(**config)
+    return brainsynth.build("tokenizer", {"name": "baseline_vqvae", **config})
 
 
 def test_paper_configuration_has_the_original_parameter_count_without_allocating():
     with torch.device("meta"):
-        model = BaselineVQVAE(**PAPER)
+        model = brainsynth.build("tokenizer", {"name": "baseline_vqvae", **PAPER})
     assert all(p.is_meta for p in model.parameters())
     assert sum(p.numel() for p in model.parameters()) == 28_189_473
     assert model.token_grid((160, 224, 160)) == (10, 14, 10)
@@ -46,7 +48,7 @@ def test_parameter_names_map_one_to_one_onto_the_original_checkpoint():
     original = {row["key"]: torch.empty(tuple(int(s) for s in row["shape"].split("x")), device="meta") for row in rows}
     converted = convert_original_state_dict(original)
     with torch.device("meta"):
-        ours = BaselineVQVAE(**PAPER).state_dict()
+        ours = brainsynth.build("tokenizer", {"name": "baseline_vqvae", **PAPER}).state_dict()
     assert set(converted) == set(ours)
     assert all(converted[key].shape == ours[key].shape for key in ours)
     with pytest.raises(CheckpointError, match="quantizer.1.impl.N"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -259,18 +259,20 @@ def _is_stack(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) and all(isinstance(layer, SlimResidualLayer) for layer in module)
 
 
-def build_codebook(block: Codebook | dict[str, Any] | None, embedding_dim: int) -> Codebook:
-    """The codebook: as the engine built it from the ``codebook:`` block with the run's registry, or,
-    for a tokenizer constructed directly in Python, built here from a block (default ``ema``)."""
+def build_codebook(block: Codebook | None, embedding_dim: int) -> Codebook:
+    """The codebook the engine built from the ``codebook:`` block with the run's registry.
+
+    A tokenizer constructed directly in Python is given one too: a plugin never builds another
+    plugin's component through the process-wide registry, so a block here is refused with the call
+    that builds it.
+    """
     if isinstance(block, Codebook):
         if block.embedding_dim != embedding_dim:
             raise RecipeError(f"codebook: embedding_dim {block.embedding_dim} differs from the tokenizer's {embedding_dim}.")
         return block
-    from brainsynth.core.plugins import registry
-
-    block = dict(block or {})
-    block.setdefault("name", "ema")
-    codebook = registry().build_nested("codebook", block, "codebook", embedding_dim=embedding_dim)
-    if not isinstance(codebook, Codebook):
-        raise RecipeError(f"codebook '{block['name']}' does not build a brainsynth Codebook.")
-    return codebook
+    shown = dict(block) if isinstance(block, dict) else {"name": "ema"}
+    raise RecipeError(
+        f"baseline_vqvae: codebook is a built Codebook, got {block!r}; in Python, build the whole tokenizer with "
+        f"brainsynth.build('tokenizer', {{'name': 'baseline_vqvae', ..., 'codebook': {shown!r}}}) or pass "
+        f"codebook=brainsynth.build('codebook', {shown!r}, embedding_dim={embedding_dim})."
+    )
