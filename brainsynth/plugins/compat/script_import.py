@@ -215,7 +215,7 @@ def _common(flags: _Flags, task: str, modes: dict[str, str]) -> dict[str, Any]:
     else:
         flags.drop("cuda_enabled", "cudnn stays enabled")
     for name, why in _RUNTIME.items():
-        if name in flags.known and not (task == "transformer" and name == "eval_batch_size"):
+        if name in flags.known and not (task == "prior" and name == "eval_batch_size"):
             flags.drop(name, why)
     for name in flags.given:
         if name in REJECTED_BY_ORIGINAL:
@@ -382,7 +382,7 @@ def _convert_vqvae(flags: _Flags) -> dict[str, Any]:
 _CONDITIONING = {"none": "none", "bos_replacement": "bos_replacement", "prepending": "prepend", "cross_attend": "cross_attend"}
 def _convert_transformer(flags: _Flags) -> dict[str, Any]:
     out = flags.out
-    recipe = _common(flags, "transformer", {"training": "train", "inference": "sample"})
+    recipe = _common(flags, "prior", {"training": "train", "inference": "sample"})
     on_the_fly = flags["vqvae_checkpoint"] is not None
     if on_the_fly:
         data: dict[str, Any] = {"name": "nifti", "train": str(flags["training_subjects"]),
