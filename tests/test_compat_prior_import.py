@@ -276,7 +276,7 @@ def test_imported_prior_is_a_runs_best_checkpoint(tmp_path, run_cli, tiny_cohort
     assert result.code == 0, result
     saved = torch.load(tmp_path / "prior.pt", map_location="cpu", weights_only=True)
     extra = saved["extra"]
-    assert saved["task"] == "transformer" and extra["grid"] == manifest("xtransformer")["grid"]
+    assert saved["task"] == "prior" and extra["grid"] == manifest("xtransformer")["grid"]
     assert extra["num_embeddings"] == manifest("xtransformer")["vocab_size"]
     assert extra["conditioning_table"] == str(tmp_path / "conditioning.tsv")
     mappings = extra["conditioning"]

@@ -192,6 +192,33 @@ def test_guided_greedy_tokens_are_the_same_with_the_cache_and_the_full_forward(b
     assert not torch.equal(sample(prior, 3, values, greedy=True, guidance_scale=3.0), sample(prior, 3, values, greedy=True))
 
 
+def test_guiding_some_variables_nulls_only_them_in_the_second_branch():
+    """guided_variables: the second branch keeps the other variables' values, so guidance
+    strengthens only the named ones; naming all of them is plain guidance."""
+    prior = _xtransformer(spatial_rel_pos_bias=True)
+    values = _values()
+    tokens = sample(prior, 3, values, generator=torch.Generator().manual_seed(1))
+    kept = {k: (v.double() if k != "volume" else torch.full((3,), float("nan"), dtype=torch.float64)) for k, v in values.items()}
+    doubled = {k: torch.cat([v.double(), kept[k]]) for k, v in values.items()}
+    with torch.inference_mode():
+        prior.eval()
+        guided = GuidedDecoder(prior.decoder(6, doubled), 2.0)
+        conditional, partial = prior.decoder(3, values), prior.decoder(3, kept)
+        pairs = [(guided.start(), conditional.start(), partial.start())]
+        for i in range(5):
+            pairs.append((guided.step(tokens[:, i]), conditional.step(tokens[:, i]), partial.step(tokens[:, i])))
+    for g, c, n in pairs:
+        torch.testing.assert_close(g, n + 2.0 * (c - n), rtol=1e-5, atol=1e-5)
+
+    def draw(**options):
+        return sample(prior, 3, values, guidance_scale=2.0, generator=torch.Generator().manual_seed(4), **options)
+
+    assert torch.equal(draw(guided_variables=["age", "sex", "volume"]), draw())
+    assert not torch.equal(draw(guided_variables=["volume"]), draw())
+    with pytest.raises(RecipeError, match="'height': name variables the prior is conditioned on"):
+        draw(guided_variables=["height"])
+
+
 def test_sampling_options_apply_to_the_combined_logits():
     prior = _xtransformer()
     values = _values()

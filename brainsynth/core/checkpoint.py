@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
+from .kinds import canonical
 from .files import named, temporary_path
 
 FORMAT = "brainsynth-checkpoint"
@@ -239,7 +240,7 @@ def load_checkpoint(
     `payload` is the file's content when the caller has already read it (`read_checkpoint`).
     """
     payload = dict(payload) if payload is not None else read_checkpoint(path)
-    if payload["task"] != task:
+    if canonical(payload["task"]) != canonical(task):  # 'transformer' (earlier recipes and checkpoints) is 'prior'
         raise CheckpointError(
             f"{path}: checkpoint of a '{payload['task']}' run, but this recipe's task is '{task}'."
         )

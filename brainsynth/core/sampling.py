@@ -133,15 +133,33 @@ def check_guidance(prior: Prior, guidance_scale: float) -> None:
         )
 
 
+def check_guided_variables(prior: Prior, guided_variables: Sequence[str] | None) -> None:
+    """Raise a RecipeError when `guided_variables` names a variable the prior is not conditioned on."""
+    if guided_variables is None:
+        return
+    columns = list(getattr(prior.conditioning, "columns", None) or [])
+    unknown = [name for name in guided_variables if name not in columns]
+    if unknown or not guided_variables:
+        raise RecipeError(
+            f"sample.guidance_variables: {', '.join(map(repr, unknown)) or 'an empty list'}: name variables the prior "
+            f"is conditioned on ({', '.join(columns) or 'none'})."
+        )
+
+
 def guided_values(
-    prior: Prior, batch_size: int, conditioning: ConditioningValues | None, guidance_scale: float
+    prior: Prior,
+    batch_size: int,
+    conditioning: ConditioningValues | None,
+    guidance_scale: float,
+    guided_variables: Sequence[str] | None = None,
 ) -> tuple[ConditioningValues | None, int, bool]:
     """The values a decoder is built with, its number of rows, and whether the rows are doubled.
 
     A prior with null vectors given no values samples unconditionally (NaN for every variable);
     scale 0 is exactly that null branch, so it runs B rows, not 2B. Scale 1 is plain conditional
     sampling. Any other scale decodes 2B rows: the given values, then the same rows with every
-    variable null, so guidance pushes toward exactly the variables that were given.
+    variable null (only those of `guided_variables`, when given), so guidance pushes toward exactly
+    the variables that were given (and guided).
     """
     conditioning_module = prior.conditioning
     nulls = (
@@ -156,12 +174,14 @@ def guided_values(
         return null_values(prior.conditioning.columns, batch_size, device), batch_size, False
     if guidance_scale == 1:
         return conditioning, batch_size, False
+    check_guided_variables(prior, guided_variables)
     doubled = {}
     for column, value in conditioning.items():
         value = torch.as_tensor(value, device=device).reshape(-1)
         if not torch.is_floating_point(value):
             value = value.to(torch.float64)  # categorical codes: exact as floats, and NaN can mark the null rows
-        doubled[column] = torch.cat([value, torch.full_like(value, float("nan"))])
+        guided = guided_variables is None or column in guided_variables
+        doubled[column] = torch.cat([value, torch.full_like(value, float("nan")) if guided else value])
     return doubled, 2 * batch_size, True
 
 
@@ -226,6 +246,7 @@ def sample(
     greedy: bool = False,
     generator: torch.Generator | None = None,
     guidance_scale: float = 1.0,
+    guided_variables: Sequence[str] | None = None,
     use_cache: bool = True,
     length: int | None = None,
     threads: int | None = None,
@@ -241,8 +262,11 @@ def sample(
     ``conditioning.dropout``): 1 samples from the conditional model, 0 from the unconditional one
     (null vectors), and s > 1 from logits ``null + s * (cond - null)``, both branches decoded in
     one batch of 2B rows (see `GuidedDecoder`). Temperature, top-k/p, greedy and the generator
-    apply to the combined logits. A prior with null vectors also accepts values for only some
-    variables (the rest null) or none at all (unconditional).
+    apply to the combined logits. `guided_variables` narrows guidance to those variables: the
+    second branch nulls only them and keeps the others' values, so the scale strengthens, say, the
+    ventricular volume without sharpening every other condition (default: all given variables).
+    A prior with null vectors also accepts values for only some variables (the rest null) or none
+    at all (unconditional).
 
     A prior without a cached decoder (`Prior.has_cached_decoder` False) samples all the same, and
     the first call for it warns (`BrainsynthWarning`) with the cost; `use_cache=False` asks for
@@ -264,7 +288,7 @@ def sample(
     if not 1 <= length <= prior.sequence_length:
         raise ValueError(f"length must be in 1..{prior.sequence_length}, got {length}")
     bos = prior.bos_token
-    values, rows, guided = guided_values(prior, batch_size, conditioning, guidance_scale)
+    values, rows, guided = guided_values(prior, batch_size, conditioning, guidance_scale, guided_variables)
     if threads is None and rows <= SMALL_BATCH and _device_of(prior).type == "cpu":
         threads = 1
     was_training, previous_threads = prior.training, torch.get_num_threads()

@@ -58,17 +58,18 @@ class LoadedPrior:
     def sample_tokens(
         self, n: int, conditions: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None, *,
         guidance_scale: float = 1.0, temperature: float = 1.0, top_k: int | None = None,
-        top_p: float | None = None, seed: int = 0,
+        top_p: float | None = None, seed: int = 0, guided_variables: Sequence[str] | None = None,
     ) -> torch.Tensor:
         """``[n, *grid]`` token grids. `conditions`: one mapping for all, or one per sample; variables
-        left out take their null vectors (a prior trained with conditioning dropout)."""
+        left out take their null vectors (a prior trained with conditioning dropout); `guided_variables`
+        narrows guidance to those variables."""
         rows = [dict(conditions or {})] * n if conditions is None or isinstance(conditions, Mapping) else [dict(c) for c in conditions]
         if len(rows) != n:
             raise DataError(f"{len(rows)} conditions for {n} samples; give one mapping, or one per sample.")
         check_guidance(self.network, float(guidance_scale))
         generator = torch.Generator(device=self.device).manual_seed(seed)
         sequences = sample(self.network, n, self._values(rows), temperature=temperature, top_k=top_k, top_p=top_p,
-                           generator=generator, guidance_scale=guidance_scale)
+                           generator=generator, guidance_scale=guidance_scale, guided_variables=guided_variables)
         return self.parts.ordering.revert(sequences)
 
     def sample(self, n: int, conditions=None, **options: Any) -> list[nib.Nifti1Image]:

@@ -28,7 +28,7 @@ import torch
 from brainsynth.core.errors import RecipeError, RunError
 from brainsynth.core.files import write_bytes_atomic
 from brainsynth.core.runner import Run
-from brainsynth.core.sampling import check_guidance, sample
+from brainsynth.core.sampling import check_guidance, check_guided_variables, sample
 from brainsynth.core.schema import NonNegativeFloat, PositiveFloat, PositiveInt, Range
 from brainsynth.library.prior_assembly import PriorParts
 from brainsynth.library.volume_files import mid_slices, write_nifti, write_npy_atomic, write_png
@@ -61,6 +61,8 @@ class SampleConfig:
     guidance_scale: NonNegativeFloat = 1.0
     """Classifier-free guidance: 1 plain conditional sampling, 0 the unconditional (null) branch,
     >1 logits null + scale * (cond - null). Needs a prior trained with conditioning.dropout."""
+    guidance_variables: list[str] | None = None
+    """Guide only these variables (the null branch keeps the others' values); default all given."""
     seed: int | None = None
     """Default: the recipe's seed."""
     output: str = "samples"
@@ -122,6 +124,8 @@ def _settings(parts: PriorParts, config: dict[str, Any], seed: int, conditions: 
     settings = {**{k: config[k] for k in keys}, "seed": seed}
     if config["guidance_scale"] != 1:  # recorded only when used, so folders of earlier runs still match
         settings["guidance_scale"] = float(config["guidance_scale"])
+    if config["guidance_variables"] is not None:
+        settings["guidance_variables"] = list(config["guidance_variables"])
     record: dict[str, Any] = {"settings": settings, "conditions": conditions}
     if parts.conditioned and getattr(parts.conditioning, "has_nulls", False):
         record["variables"] = list(parts.conditioning.columns)
@@ -174,6 +178,10 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
         check_guidance(parts.network, float(config["guidance_scale"]))
     except RecipeError as error:
         raise RecipeError(f"{run.recipe.origins(('sample', 'guidance_scale'))}: {error}") from None
+    try:
+        check_guided_variables(parts.network, config["guidance_variables"])
+    except RecipeError as error:
+        raise RecipeError(f"{run.recipe.origins(('sample', 'guidance_variables'))}: {error}") from None
     conditions = sample_conditions(parts, config)
     if parts.conditioned:  # once per variable, with its training range
         for note in parts.table.outside_training_range([row for row in conditions if row]):
@@ -212,7 +220,7 @@ def write_samples(run: Run, parts: PriorParts, config: dict[str, Any]) -> dict[s
             sequences = sample(
                 parts.network, len(indices), values, temperature=config["temperature"], top_k=config["top_k"],
                 top_p=config["top_p"], generator=generator, guidance_scale=config["guidance_scale"],
-                progress=lambda _: bar.update(),
+                guided_variables=config["guidance_variables"], progress=lambda _: bar.update(),
             )
             grids = parts.ordering.revert(sequences)
             with torch.inference_mode():
