@@ -169,6 +169,12 @@ def keep_as(path: Path, previous: Path) -> None:
         raise
 
 
+def same_task(recorded: str | None, task: str) -> bool:
+    """Whether a checkpoint recorded for task `recorded` belongs to `task` (a task's former name,
+    'transformer' for 'prior', names the same task)."""
+    return recorded is not None and canonical(recorded) == canonical(task)
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a brainsynth checkpoint safely, or say clearly why it cannot be used."""
     path = Path(path)
@@ -240,7 +246,7 @@ def load_checkpoint(
     `payload` is the file's content when the caller has already read it (`read_checkpoint`).
     """
     payload = dict(payload) if payload is not None else read_checkpoint(path)
-    if canonical(payload["task"]) != canonical(task):  # 'transformer' (earlier recipes and checkpoints) is 'prior'
+    if not same_task(payload["task"], task):
         raise CheckpointError(
             f"{path}: checkpoint of a '{payload['task']}' run, but this recipe's task is '{task}'."
         )

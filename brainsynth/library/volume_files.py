@@ -40,6 +40,15 @@ def write_nifti_atomic(path: str | os.PathLike, image) -> Path:
     return write_bytes_atomic(path, data)
 
 
+def volume_affine(image: torch.Tensor, index: int = 0) -> np.ndarray:
+    """The affine of item `index` of a (batched) MetaTensor, or of an unbatched one; identity when it carries none."""
+    affine = getattr(image, "affine", None)
+    if affine is None:
+        return np.eye(4)
+    affine = affine[index] if affine.dim() == 3 else affine
+    return affine.detach().cpu().numpy().astype(np.float64)
+
+
 def write_nifti(path: Path, volume: torch.Tensor | np.ndarray, affine: np.ndarray) -> None:
     """Write [C, *spatial] (C = 1 is squeezed) or [*spatial] as float32, via a temporary file."""
     array = volume.detach().float().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)

@@ -27,6 +27,7 @@ import numpy as np
 
 from brainsynth.core.checkpoint import save_checkpoint
 from brainsynth.core.errors import BrainsynthError, CheckpointError, RecipeError, RunError
+from brainsynth.core.kinds import canonical
 from brainsynth.core.recipe import Recipe
 from brainsynth.core.registry import Registry
 from brainsynth.core.runner import run_directory
@@ -103,7 +104,7 @@ def _check_recipe_fits(source: OriginalCheckpoint, kind: str | None, recipe: Rec
             f"baseline_vqvae ('brainsynth import-script' of its run_vqvae.py script), not this one (task "
             f"'{recipe.task}', network '{network}')."
         )
-    if kind != "baseline_vqvae" and recipe.task not in ("prior", "transformer"):
+    if kind != "baseline_vqvae" and canonical(recipe.task) != "prior":
         raise RecipeError(
             f"{source.path}: an original {kind} checkpoint (a prior); import it with a prior recipe (task: prior, "
             f"network: {OUR_NETWORK[kind]}; 'brainsynth import-script' of its run_transformer.py script), not this "

@@ -107,7 +107,7 @@ class BaselineVQVAE(Tokenizer):
         self.decoder = self._build_decoder(
             spatial_dims, in_channels, channels, num_res_layers, up, embedding_dim, dropout, act, output_act, use_subpixel_conv
         )
-        self.codebook = build_codebook(codebook, embedding_dim)
+        self.codebook = checked_codebook(codebook, embedding_dim)
         self.memory_format = (
             (torch.channels_last_3d if spatial_dims == 3 else torch.channels_last) if channels_last else None
         )
@@ -259,7 +259,7 @@ def _is_stack(module: nn.Module) -> bool:
     return isinstance(module, nn.Sequential) and all(isinstance(layer, SlimResidualLayer) for layer in module)
 
 
-def build_codebook(block: Codebook | None, embedding_dim: int) -> Codebook:
+def checked_codebook(block: Codebook | None, embedding_dim: int) -> Codebook:
     """The codebook the engine built from the ``codebook:`` block with the run's registry.
 
     A tokenizer constructed directly in Python is given one too: a plugin never builds another

@@ -24,7 +24,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from brainsynth.core.errors import DataError, RunError
@@ -33,7 +32,7 @@ from brainsynth.core.schema import component_block
 from brainsynth.library.prior_assembly import PriorParts
 from brainsynth.library.reconstruction_evaluation import evaluate_reconstructions
 from brainsynth.library.sample_evaluation import evaluate_samples
-from brainsynth.library.volume_files import write_nifti
+from brainsynth.library.volume_files import volume_affine, write_nifti
 
 from .trained import trained_prior
 
@@ -85,7 +84,7 @@ def write_evaluation(run: Run, parts: PriorParts, config: dict[str, Any]) -> dic
         for index in range(len(dataset)):
             item = dataset[index]
             image = item["image"]
-            affine = np.asarray(image.affine, dtype=np.float64) if hasattr(image, "affine") else np.eye(4)
+            affine = volume_affine(image)
             path = out / f"{item['subject']}.nii.gz"
             write_nifti(path, image, affine)
             references.append(path)

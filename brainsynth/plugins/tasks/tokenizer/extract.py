@@ -11,10 +11,9 @@ import torch
 from brainsynth.core.errors import RunError
 from brainsynth.core.runner import Run
 from brainsynth.library.token_files import listed_grids, stale_note, write_meta
-from brainsynth.library.volume_files import write_nifti, write_npy_atomic
+from brainsynth.library.volume_files import volume_affine, write_nifti, write_npy_atomic
 
 from .network import build_network, load_trained
-from .volume_space import volume_affine
 
 
 @torch.no_grad()

@@ -11,11 +11,10 @@ import torch
 from brainsynth.core.loop import Position, Trained, TrainingLoop, evaluation_due
 from brainsynth.core.runner import Run
 from brainsynth.library.adversarial_weighting import adaptive_weight, last_layer_weight, scheduled_weight
-from brainsynth.library.volume_files import mid_slices
+from brainsynth.library.volume_files import mid_slices, volume_affine
 
 from .evaluate import build_metrics, evaluate_split
 from .network import build_network
-from .volume_space import volume_affine
 
 
 @contextlib.contextmanager
