@@ -30,6 +30,24 @@ def test_pixel_losses_on_known_inputs():
     assert build_loss(name="l1")(reconstruction, target).components["pixel_l1"].item() == 0.5
 
 
+def test_gradient_difference_charges_a_ramp_in_place_of_a_step():
+    step = torch.zeros(1, 1, 8, 4, 4)
+    step[:, :, 4:] = 1.0
+    ramp = step.clone()
+    ramp[:, :, 3] = 0.5
+    ramp[:, :, 4] = 0.5  # the step spread over two voxels: the same mean, a softer edge
+    loss = build_loss(name="gradient_difference", pixel_factor=1.0, gradient_factor=2.0)
+    out = loss(ramp, step)
+    torch.testing.assert_close(out.components["pixel_mse"], torch.tensor(2 * 0.25 / 8))
+    # along x the differences are (0.5, 0, 0.5) in place of (0, 1, 0): squares sum to 1.5 over 7 per
+    # row; along y and z they are 0, and the term is the mean of the three axes
+    torch.testing.assert_close(out.components["gradient_difference"], torch.tensor(1.5 / 7 / 3))
+    torch.testing.assert_close(out.total, out.components["pixel_mse"] + 2.0 * out.components["gradient_difference"])
+    assert loss(step, step).total.item() == 0.0
+    shifted = torch.roll(step, shifts=1, dims=2)  # a misplaced step costs in both terms
+    assert build_loss(name="gradient_difference", pixel_factor=0.0)(shifted, step).total.item() > 0
+
+
 def test_spectral_magnitude_of_a_constant_offset_is_its_square():
     torch.manual_seed(0)
     target = torch.rand(1, 1, 6, 8, 4)

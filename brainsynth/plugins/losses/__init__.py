@@ -14,3 +14,4 @@ def register_components(registry):
     registry.register("loss", "spectral", ".spectral:SpectralLoss")
     registry.register("loss", "mse", ".mse:MSELoss")
     registry.register("loss", "l1", ".l1:L1Loss")
+    registry.register("loss", "gradient_difference", ".gradient_difference:GradientDifferenceLoss")
