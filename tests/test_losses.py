@@ -8,6 +8,7 @@ import pytest
 import torch
 from monai.networks.nets.resnet import ResNetFeatures
 
+import brainsynth
 from brainsynth.core import global_batch
 from brainsynth.core.errors import CheckpointError, RecipeError
 from brainsynth.core.plugins import registry
@@ -46,6 +47,8 @@ def test_gradient_difference_charges_a_ramp_in_place_of_a_step():
     assert loss(step, step).total.item() == 0.0
     shifted = torch.roll(step, shifts=1, dims=2)  # a misplaced step costs in both terms
     assert build_loss(name="gradient_difference", pixel_factor=0.0)(shifted, step).total.item() > 0
+    with pytest.raises(RecipeError, match="gradient_factor"):  # validated as a recipe block is
+        brainsynth.build("loss", {"name": "gradient_difference", "gradient_factor": -1.0})
 
 
 def test_spectral_magnitude_of_a_constant_offset_is_its_square():

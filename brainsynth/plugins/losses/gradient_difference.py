@@ -4,8 +4,8 @@ Voxel MSE is minimised by the conditional mean, which blurs an edge the code can
 exactly: a ventricle wall comes out as a ramp, and the dark core of the ventricle lightens. The
 gradient-difference term (Mathieu et al. 2016, "Deep multi-scale video prediction beyond mean
 squared error") charges the difference between the reconstruction's and the target's forward
-differences along each spatial axis, so a ramp in place of a step costs as much as a misplaced
-step. It needs no network, so it costs a few element-wise passes per step.
+differences along each spatial axis, so a ramp in place of a step costs in the gradient term
+as well as in voxel values. It needs no network: a few element-wise passes per step.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from brainsynth.core.schema import NonNegativeFloat
 from brainsynth.core.tokenizer import LossOutput, ReconstructionLoss
 
 
@@ -36,7 +37,7 @@ class GradientDifferenceLoss(ReconstructionLoss):
         gradient_factor: weight of the MSE between forward differences (0 gives plain MSE).
     """
 
-    def __init__(self, pixel_factor: float = 1.0, gradient_factor: float = 1.0) -> None:
+    def __init__(self, pixel_factor: NonNegativeFloat = 1.0, gradient_factor: NonNegativeFloat = 1.0) -> None:
         super().__init__()
         self.pixel_factor = pixel_factor
         self.gradient_factor = gradient_factor
