@@ -24,7 +24,7 @@ def forward_differences(volume: torch.Tensor) -> list[torch.Tensor]:
 
 def gradient_difference(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over the spatial axes of the MSE between the two images' forward differences."""
-    pairs = zip(forward_differences(reconstruction.float()), forward_differences(target.float()))
+    pairs = zip(forward_differences(reconstruction), forward_differences(target))
     terms = [F.mse_loss(made, real) for made, real in pairs]
     return torch.stack(terms).mean()
 
@@ -43,9 +43,7 @@ class GradientDifferenceLoss(ReconstructionLoss):
         self.gradient_factor = gradient_factor
 
     def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> LossOutput:
-        components = {
-            "pixel_mse": F.mse_loss(reconstruction.float(), target.float()),
-            "gradient_difference": gradient_difference(reconstruction, target),
-        }
+        made, real = reconstruction.float(), target.float()  # fp32 under autocast, converted once
+        components = {"pixel_mse": F.mse_loss(made, real), "gradient_difference": gradient_difference(made, real)}
         total = self.pixel_factor * components["pixel_mse"] + self.gradient_factor * components["gradient_difference"]
         return LossOutput(total, components)
