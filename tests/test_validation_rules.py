@@ -58,6 +58,7 @@ RULES = [
     ("tokenizer", ["optimizer.schedule.final_lr=-1"], "optimizer.schedule.final_lr: must be > 0, got -1.0"),
     ("tokenizer", ["optimizer.schedule.final_lr=null", "optimizer.schedule.gamma=1.5"],
      "optimizer.schedule.gamma: must be in (0, 1], got 1.5"),
+    ("tokenizer", ["optimizer.schedule.warmup_steps=-1"], "optimizer.schedule.warmup_steps: must be >= 0, got -1"),
     ("tokenizer", ["discriminator_optimizer.lr=-1"], "discriminator_optimizer.lr: must be > 0"),
     ("tokenizer", ["adversarial.weight=-1"], "adversarial.weight: must be >= 0, got -1.0"),
     ("tokenizer", ["adversarial.warmup_epochs=-1"], "adversarial.warmup_epochs: must be >= 0"),
