@@ -23,10 +23,9 @@ def adam(lr: float = 2e-3) -> torch.optim.Optimizer:
 
 def test_without_warmup_it_is_torchs_chained_decay_bit_for_bit():
     ours, theirs = adam(), adam()
-    gamma = Exponential(ours, total_steps=50, final_lr=2e-4).gamma
-    assert rates(Exponential(ours, total_steps=50, final_lr=2e-4), ours, 50) == rates(
-        torch.optim.lr_scheduler.ExponentialLR(theirs, gamma=gamma), theirs, 50
-    )
+    exponential = Exponential(ours, total_steps=50, final_lr=2e-4)
+    chained = torch.optim.lr_scheduler.ExponentialLR(theirs, gamma=exponential.gamma)
+    assert rates(exponential, ours, 50) == rates(chained, theirs, 50)
 
 
 def test_warmup_ramps_linearly_then_decays_to_the_final_rate():
