@@ -3,8 +3,8 @@
 Per-volume metrics (``ms_ssim``, ``mae``, ...) compare a reconstruction with its own target. A
 *set* metric has no pairs: it compares the distribution of generated brains with real ones, or
 generated brains with the values they were conditioned on. It is registered as kind
-``set_metric`` (a per-volume one as ``metric``), carries the class attribute ``scope = "set"``, and
-is called as::
+``set_metric`` (a per-volume one as ``metric``), says with ``higher_is_better`` which way is better
+(``None`` where a value of 1 is best), and is called as::
 
     result = metric(samples, references)      # two VolumeSet -> SetMetricResult
 
@@ -27,8 +27,6 @@ import numpy as np
 import torch
 
 from brainsynth.core.errors import DataError
-
-SET_SCOPE = "set"
 
 
 @dataclasses.dataclass
@@ -74,7 +72,7 @@ class SetMetric(Protocol):
     """The set-metric contract (see the module docstring)."""
 
     name: str
-    scope: str
+    higher_is_better: bool | None
 
     def __call__(self, samples: VolumeSet, references: VolumeSet | None) -> SetMetricResult: ...
 

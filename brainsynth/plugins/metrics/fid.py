@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from brainsynth.core.errors import DataError
-from brainsynth.library.volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
+from brainsynth.library.volume_sets import SetMetricResult, VolumeSet
 
 from .feature_networks import VolumeFeatures, medicalnet_features, random_features
 
@@ -46,7 +46,6 @@ class FrechetDistance:
     """
 
     name = "fid"
-    scope = SET_SCOPE
     higher_is_better = False
 
     def __init__(self, weights: str | None = None, depth: int | None = None, batch_size: int = 4) -> None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from brainsynth.core.errors import DataError
-from brainsynth.library.volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
+from brainsynth.library.volume_sets import SetMetricResult, VolumeSet
 
 
 def pooled_features(volumes: torch.Tensor, pool: int) -> torch.Tensor:
@@ -54,7 +54,6 @@ class MaximumMeanDiscrepancy:
     """
 
     name = "mmd"
-    scope = SET_SCOPE
     higher_is_better = False
 
     def __init__(self, pool: int = 4) -> None:

@@ -51,7 +51,7 @@ from brainsynth.library.morphology_summaries import (
     set_contrast,
     summarise_calibration,
 )
-from brainsynth.library.volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
+from brainsynth.library.volume_sets import SetMetricResult, VolumeSet
 
 GROUP_VARIABLES = ("diagnosis",)
 """Categorical conditions whose two levels are compared by default (``groups``)."""
@@ -80,7 +80,6 @@ class MorphologyPreservation:
     """
 
     name = "morphology_preservation"
-    scope = SET_SCOPE
     higher_is_better = True
 
     def __init__(

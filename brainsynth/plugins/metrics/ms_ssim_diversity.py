@@ -21,7 +21,7 @@ import itertools
 import numpy as np
 import torch
 
-from brainsynth.library.volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
+from brainsynth.library.volume_sets import SetMetricResult, VolumeSet
 
 from .ms_ssim import ms_ssim
 
@@ -61,7 +61,6 @@ class MultiScaleSSIMDiversity:
     """
 
     name = "ms_ssim_diversity"
-    scope = SET_SCOPE
     higher_is_better = False
 
     def __init__(self, max_pairs: int = 256, window: int | None = None) -> None:

@@ -12,7 +12,7 @@ real. Closer to 1 is better.
 from __future__ import annotations
 
 from brainsynth.core.errors import DataError
-from brainsynth.library.volume_sets import SET_SCOPE, SetMetricResult, VolumeSet
+from brainsynth.library.volume_sets import SetMetricResult, VolumeSet
 from brainsynth.library.volume_sharpness import set_sharpness, sharpness_ratio
 
 
@@ -20,7 +20,6 @@ class Sharpness:
     """Set metric: ``sharpness_ratio``, the samples' mean gradient magnitude inside the brain over the real brains'."""
 
     name = "sharpness"
-    scope = SET_SCOPE
     higher_is_better = None  # 1 is best
 
     def __call__(self, samples: VolumeSet, references: VolumeSet | None = None) -> SetMetricResult:
