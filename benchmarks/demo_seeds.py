@@ -41,6 +41,7 @@ INFORMATIVE = [
     "ventricular_volume_intercept", "ventricular_volume_mae", "ventricular_volume_coverage", "ventricular_volume_wasserstein",
     "brain_volume_slope", "diagnosis_effect_medial_temporal_volume_samples", "diagnosis_effect_medial_temporal_volume_real",
     "sharpness_ratio", "sharpness_reconstructed_ratio", "ventricular_volume_real_slope", "samples",
+    "tokenizer_epoch_seconds", "prior_epoch_seconds",
 ]
 
 VOLATILE = ("time", "seconds", "wall")
@@ -59,7 +60,30 @@ def run_demo(recipe: str, seed: int, root: Path) -> dict:
         sys.exit(f"the demo failed for seed {seed} (exit {done.returncode}):\n{done.stderr[-3000:]}")
     demo = next((root / "runs").iterdir())
     metrics = {**read_json(demo / "tokenizer" / "metrics.evaluate.json"), **read_json(demo / "prior" / "metrics.evaluate.json")}
-    return {**metrics, "wall_seconds": wall, "directory": str(demo)}
+    result = {**metrics, "wall_seconds": wall, "directory": str(demo),
+              **{f"{stage}_epoch_seconds": epoch_seconds(demo / stage) for stage in ("tokenizer", "prior")}}
+    # Kept beside the run as soon as it ends, so an interrupted benchmark loses no finished seed.
+    (root / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(f"seed {seed}: {wall:.0f} s", flush=True)
+    return result
+
+
+def epoch_seconds(stage: Path) -> float:
+    """Median seconds per training epoch of a stage, from its log: how fast the machine ran.
+
+    The same recipe's wall time moves with the machine's speed (a shared host can slow down by
+    half over an hour); this number tells a slow machine from a slower recipe.
+    """
+    log = stage / "logs" / "metrics.jsonl"
+    if not log.is_file():
+        return float("nan")
+    ends: dict[int, float] = {}
+    for line in log.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("split") == "train" and "time" in entry:
+            ends[entry["epoch"]] = entry["time"]  # the epoch's last train line
+    times = [ends[e] for e in sorted(ends)]
+    return statistics.median(b - a for a, b in zip(times, times[1:])) if len(times) > 1 else float("nan")
 
 
 def read_json(path: Path) -> dict:
