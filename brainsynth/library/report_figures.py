@@ -259,7 +259,8 @@ def group_effect_strip(rows: Sequence[dict], group: str, variable: str, path: Pa
     ax.set_xticks(range(len(columns)), columns, fontsize=8)
     name = _variable_name(variable)
     ax.set_ylabel(f"measured {name.lower()} (ml)")
-    ax.set_title(f"{name} by {group} (bars: means; d: Cohen's d, pooled SD)", fontsize=10)
+    # Two lines: on one, a long variable name ran past the figure's right edge.
+    ax.set_title(f"{name} by {group}\n(bars: means; d: Cohen's d, pooled SD)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     figure.tight_layout()
     _save(figure, path)
