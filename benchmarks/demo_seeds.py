@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from brainsynth.core.run_log import read_metrics
+
 TARGETS = [
     # (label, how to read it from the prior's and tokenizer's metrics, test)
     ("tokenizer kept ventricles: rho", lambda m: m["ventricular_volume_kept_spearman"], lambda v: v >= 0.95, ">= 0.95"),
@@ -78,8 +80,7 @@ def epoch_seconds(stage: Path) -> float:
     if not log.is_file():
         return float("nan")
     ends: dict[int, float] = {}
-    for line in log.read_text().splitlines():
-        entry = json.loads(line)
+    for entry in read_metrics(log):
         if entry.get("split") == "train" and "time" in entry:
             ends[entry["epoch"]] = entry["time"]  # the epoch's last train line
     times = [ends[e] for e in sorted(ends)]

@@ -14,17 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-
-def warmup_factor(epoch: float, start: float = 0.0, length: float = 0.0) -> float:
-    """0 before `start`, then rising linearly to 1 over `length` epochs (a step at `start` if 0).
-
-    `epoch` is 0-based and may be fractional (``epoch + iteration / iterations_per_epoch``).
-    """
-    if epoch < start:
-        return 0.0
-    if length <= 0:
-        return 1.0
-    return min(1.0, (epoch - start) / length)
+from .linear_warmup import warmup_factor
 
 
 def scheduled_weight(weight: float, progress: float, start_epoch: float = 0.0, warmup_epochs: float = 0.0) -> float:

@@ -14,6 +14,7 @@ from typing import Annotated
 import torch
 
 from brainsynth.core.schema import NonNegativeInt, PositiveFloat, Range
+from brainsynth.library.linear_warmup import warmup_factor
 
 
 class Exponential(torch.optim.lr_scheduler.ExponentialLR):
@@ -38,7 +39,7 @@ class Exponential(torch.optim.lr_scheduler.ExponentialLR):
         """Without warm-up, torch's chained decay (bit for bit the original's); with it, the closed form."""
         if not self.warmup_steps:
             return super().get_lr()
-        ramp = min(1.0, (self.last_epoch + 1) / self.warmup_steps)
+        ramp = warmup_factor(self.last_epoch + 1, length=self.warmup_steps)
         return [base * self.gamma**self.last_epoch * ramp for base in self.base_lrs]
 
     @staticmethod
