@@ -12,7 +12,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from brainsynth.core.errors import RecipeError
 from brainsynth.core.plugins import registry
-from brainsynth.library.adversarial_weighting import adaptive_weight, last_layer_weight, unwrap, warmup_factor
+from brainsynth.library.adversarial_weighting import adaptive_weight, last_layer_weight, unwrap
+from brainsynth.library.linear_warmup import warmup_factor
 from brainsynth.plugins.tokenizers.baseline_vqvae import BaselineVQVAE
 
 LOGITS = torch.tensor([-2.0, 0.0, 0.5, 3.0])
